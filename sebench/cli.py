@@ -1,7 +1,171 @@
-"""The `sebench` command (placeholder; subcommands arrive with their modules)."""
+"""The `sebench` command. The Makefile only calls this; each subcommand is a thin layer over the package.
+
+A user's mistake (UserError) ends in one line on stderr and exit code 2, never a traceback.
+Heavy imports happen inside the subcommands so `sebench --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+from typing import Sequence
+
+from sebench.errors import UserError
 
 
-def main(argv=None) -> int:
-    print("sebench", file=sys.stderr)
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain aligned text table (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(_is_number(r[i]) for r in cells[1:]) for i in range(len(headers))]
+
+    def line(r):
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep, *map(line, cells[1:])])
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.rstrip("M").rstrip("G"))
+        return True
+    except ValueError:
+        return s in ("-", "")
+
+
+def _parse_stages(text: str | None):
+    if text is None or text == "all":
+        return None
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--stages {text!r} is not a comma-separated list of stage numbers",
+                        where="--stages", fix="e.g. --stages 3,4 or --stages all") from None
+
+
+def add_se_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SE options (any of them turns SE on)")
+    g.add_argument("--variant", help="se | slow_squeeze | slow_excite | slow_squeeze_slow_excite | bump")
+    g.add_argument("--reduction", type=int, help="reduction ratio r (hidden width C // r)")
+    g.add_argument("--latent-channels", type=float,
+                   help="hidden width as a count (>= 1) or a fraction of C (< 1); overrides --reduction")
+    g.add_argument("--squeeze", help="avg | max | none (NoSqueeze)")
+    g.add_argument("--gate", help="sigmoid | tanh | relu")
+    g.add_argument("--position", help="standard | pre | post | identity | after_3x3")
+    g.add_argument("--no-bias", action="store_true", help="FC layers without bias (the paper's ablations)")
+    g.add_argument("--stages", help="comma-separated stage ids that get SE (default: all)")
+
+
+def se_from_args(args) -> dict | None:
+    """SE options given on the command line, or None when none was given."""
+    opts = {"variant": args.variant, "reduction": args.reduction, "squeeze": args.squeeze,
+            "gate": args.gate, "position": args.position}
+    if args.latent_channels is not None:
+        lc = args.latent_channels
+        opts["latent_channels"] = int(lc) if float(lc).is_integer() else lc
+    if args.no_bias:
+        opts["bias"] = False
+    opts = {k: v for k, v in opts.items() if v is not None}
+    return opts if (opts or args.stages) else None
+
+
+def cmd_models(args) -> int:
+    from sebench.bench import count_flops, count_params
+    from sebench.layers.se import make_se_config, se_modules
+    from sebench.models import MODELS, build_model, get_entry
+
+    names = args.names or list(MODELS)
+    for n in names:
+        get_entry(n)
+    custom = se_from_args(args)
+    se_cfg = make_se_config(custom if custom is not None else "se")
+    stages = _parse_stages(args.stages)
+    se_label = "paper SE (r=16, all stages)" if custom is None else se_cfg.short() + (
+        f", stages {','.join(map(str, stages))}" if stages else ", all stages")
+    rows = []
+    for i, name in enumerate(names):
+        _progress(f"[{i + 1}/{len(names)}] {name}")
+        base = build_model(name)
+        se_model = build_model(name, se=se_cfg, se_stages=stages)
+        size = base.input_size
+        rows.append([name, f"{size[1]}x{size[2]}", f"{count_params(base) / 1e6:.3f}",
+                     f"{count_flops(base, size) / 1e9:.3f}", f"{count_params(se_model) / 1e6:.3f}",
+                     f"{count_flops(se_model, size) / 1e9:.3f}", len(se_modules(se_model))])
+    _progress("")
+    print(f"SE columns: {se_label}. GFLOPs = multiply-adds for one image (torch.utils.flop_counter / 2).")
+    print(format_table(["model", "input", "params (M)", "GFLOPs", "SE params (M)", "SE GFLOPs",
+                        "SE modules"], rows))
+    if len(names) == 1:
+        mods = se_modules(se_model)
+        widths = sorted({"->".join(map(str, m.widths)) for m in mods.values()})
+        print(f"\n{names[0]}: {get_entry(names[0]).description}")
+        print(f"SE modules: {', '.join(mods) or 'none'}")
+        print(f"SE widths: {'; '.join(widths) or '-'}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    from sebench.bench import benchmark
+    from sebench.models import build_model, get_entry
+
+    get_entry(args.model)
+    model = build_model(args.model, se=se_from_args(args), se_stages=_parse_stages(args.stages))
+    size = model.input_size if args.input_size is None else (3, args.input_size, args.input_size)
+    device = args.device
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = benchmark(model, input_size=size, batch_size=args.batch_size, device=device,
+                       channels_last=args.channels_last, warmup=args.warmup, iters=args.iters)
+    rows = [[k, v] for k, v in result.items()]
+    print(format_table(["quantity", "value"], rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sebench", description="Reproduce the SE paper's and arXiv 2304.06502's tables.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("models", help="list the model zoo with params and FLOPs, plain and with SE")
+    p.add_argument("names", nargs="*", metavar="MODEL", help="only these models (default: all)")
+    add_se_options(p)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("bench", help="training/inference throughput, latency, params and FLOPs")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--batch-size", type=int, default=32, help="fixed batch size (recorded, never shrunk)")
+    p.add_argument("--input-size", type=int, help="square input side (default: the model's)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    add_se_options(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _progress(text: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text)
+        sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as err:
+        print(f"sebench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sebench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
