@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from sebench.errors import UserError
@@ -125,6 +126,95 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _parse_set(items: Sequence[str] | None) -> dict:
+    """`--set key=value` (dotted key, YAML value) -> {key: value}."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not key=value", where="--set",
+                            fix="e.g. --set epochs=5 or --set data.name=cifar10-jpeg")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _spec_and_profile(args):
+    from sebench.spec import load_spec
+
+    spec = load_spec(args.spec)
+    profile = args.profile
+    if profile not in spec.profiles:
+        from sebench.errors import choice_error
+        raise choice_error("profile", profile, spec.profiles, where=args.spec, field="--profile")
+    return spec, profile
+
+
+def cmd_plan(args) -> int:
+    from sebench.runner import plan
+
+    spec, profile = _spec_and_profile(args)
+    rows, pending = plan(spec, profile, Path(args.results), _parse_set(args.set))
+    if args.estimate:
+        from sebench.runner import estimate_seconds
+        for row in rows:
+            row.est_seconds = estimate_seconds(row.run, device=args.device)
+    table = []
+    for row in rows:
+        labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
+        est = "-" if row.est_seconds is None else _duration(row.est_seconds)
+        table.append([row.run.run_id, labels or "(base)", row.run.seed, row.run.model.name,
+                      row.run.data.name, row.run.epochs, row.status, est])
+    for p in pending:
+        labels = ", ".join(f"{k}={v}" for k, v in p.labels.items())
+        table.append(["-", labels, "-", "-", "-", "-", "pending: " + p.reason, "-"])
+    print(f"{spec.name} [{profile}]: {spec.title}")
+    print(format_table(["run_id", "labels", "seed", "model", "data", "epochs", "status", "est. time"], table))
+    counts = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    total = sum(r.est_seconds for r in rows if r.est_seconds is not None and r.status != "finished")
+    print(f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
+          + (f"; estimated time to finish: {_duration(total)} on {args.device}" if args.estimate else ""))
+    print(f"store: {Path(args.results) / 'runs' / spec.name}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sebench.runner import print_failures, run_sweep
+
+    spec, profile = _spec_and_profile(args)
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1", where="--jobs")
+    result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
+                       overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
+                       progress=not args.no_progress)
+    print(f"\n{spec.name} [{profile}]: {len(result.finished)} finished now, {len(result.skipped)} already "
+          f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
+    print_failures(result)
+    print(f"runs: {Path(args.results) / 'runs' / spec.name}")
+    return 1 if result.failed else 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml")
+    p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a run setting for every run (dotted key), e.g. --set epochs=5")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sebench", description="Reproduce the SE paper's and arXiv 2304.06502's tables.")
@@ -146,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10)
     add_se_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("plan", help="list a spec's runs, which are in the store, and their estimated cost")
+    add_run_options(p)
+    p.add_argument("--no-estimate", dest="estimate", action="store_false",
+                   help="skip the cost estimate (it measures this device's throughput for a few seconds)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run what is missing, resume what was interrupted, skip what finished")
+    add_run_options(p)
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs (CPU threads split; one GPU each)")
+    p.add_argument("--data-path", help="data set file or folder (cifar10-jpeg archive, torchvision root, "
+                                       "ImageNet root)")
+    p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

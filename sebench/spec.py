@@ -8,17 +8,33 @@ run to another machine or path must not make it a different experiment.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
-from typing import Any, Literal, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sebench.layers.se import SEConfig
+from sebench.errors import UserError, choice_error
+from sebench.layers.se import GateName, SEConfig, Squeeze, Variant
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SurgeryCfg(_Strict):
+    """Architecture-agnostic SE (seed 000): an SE module after every Conv2d with min(in, out) channels
+    >= min_channels, hidden width latent_channels (a count, or a fraction of the channels when < 1)."""
+
+    min_channels: int = Field(128, ge=0)
+    latent_channels: Union[int, float] = 64
+    variant: Variant = "se"
+    squeeze: Squeeze = "avg"
+    gate: GateName = "sigmoid"
+    bias: bool = True
 
 
 class ModelCfg(_Strict):
@@ -26,7 +42,16 @@ class ModelCfg(_Strict):
     num_classes: Optional[int] = Field(None, ge=1)  # None: the dataset's class count
     se: Optional[SEConfig] = None
     se_stages: Optional[tuple[int, ...]] = None  # None: every stage
+    surgery: Optional[SurgeryCfg] = None  # SE after convs, on top of (usually instead of) `se`
     kwargs: dict[str, Any] = Field(default_factory=dict)  # extra constructor options (e.g. stride_in)
+
+    @field_validator("se", mode="before")
+    @classmethod
+    def _se_shorthand(cls, v):
+        """`se: bump` or `se: true` in a spec mean that variant with default options."""
+        if v is True:
+            return {}
+        return {"variant": v} if isinstance(v, str) else v
 
 
 class DataCfg(_Strict):
@@ -68,6 +93,14 @@ class ExecutionCfg(_Strict):
     deterministic: bool = True  # deterministic algorithms where the device allows
 
 
+class BenchmarkCfg(_Strict):
+    """How the runner measures inference throughput after training (recorded with the figure)."""
+
+    batch_size: int = Field(64, ge=1)
+    warmup: int = Field(2, ge=0)
+    iters: int = Field(5, ge=1)
+
+
 class RunConfig(_Strict):
     experiment: str = "adhoc"
     profile: str = "adhoc"
@@ -81,13 +114,272 @@ class RunConfig(_Strict):
     seed: int = Field(0, ge=0)
     amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only; ignored (and recorded) on CPU
     channels_last: bool = False
+    benchmark: BenchmarkCfg = Field(default_factory=BenchmarkCfg)
     execution: ExecutionCfg = Field(default_factory=ExecutionCfg)
 
     def identity(self) -> dict:
-        """The content that defines the numbers (everything but `execution` and the report labels)."""
-        return self.model_dump(mode="json", exclude={"execution", "labels"})
+        """The content that defines the numbers: everything but how it is executed and measured after
+        training (`execution`, `benchmark`) and the report's labels."""
+        return self.model_dump(mode="json", exclude={"execution", "benchmark", "labels"})
 
     @property
     def run_id(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Experiment specs: one YAML file per source table (experiments/*.yaml), expanded into RunConfigs.
+# --------------------------------------------------------------------------------------------------------
+
+class SourceRef(_Strict):
+    """The source table a spec reproduces: seed file, table name, and the reference CSV that holds it."""
+
+    seed: str
+    table: str
+    reference: Optional[str] = None  # file under results/reference/
+
+
+class SweepValue(_Strict):
+    """One value of a sweep axis: a label, the settings it makes (dotted keys into a RunConfig), and
+    where the source's table has it (`ref`: its row or column label there)."""
+
+    label: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    baseline: bool = False
+    pending: Optional[str] = None  # why this row cannot run yet (shown by plan and report)
+    ref: Optional[str] = None
+
+
+class SweepAxis(_Strict):
+    axis: str
+    ref: Optional[Literal["row", "column"]] = None  # how the source's table lays this axis out
+    values: list[SweepValue] = Field(..., min_length=1)
+
+
+class Profile(_Strict):
+    """Overrides on the base: `set` (dotted keys), `seeds`, and replacement values for whole axes."""
+
+    description: str = ""
+    set: dict[str, Any] = Field(default_factory=dict)
+    seeds: Optional[list[int]] = Field(None, min_length=1)
+    sweep: dict[str, list[SweepValue]] = Field(default_factory=dict)
+
+
+class Spec(_Strict):
+    name: str
+    title: str
+    source: list[SourceRef] = Field(..., min_length=1)
+    description: str = ""
+    notes: list[str] = Field(default_factory=list)  # recipe choices the source does not state, etc.
+    base: dict[str, Any]
+    seeds: list[int] = Field(..., min_length=1)
+    sweep: list[SweepAxis] = Field(default_factory=list)
+    profiles: dict[str, Profile] = Field(..., min_length=1)
+    path: str = ""  # the file it came from (set by load_spec)
+
+
+class PendingRow(BaseModel):
+    """A combination of sweep values that cannot run yet, and why."""
+
+    labels: dict[str, str]
+    reason: str
+
+
+PROFILE_NAMES_HINT = "paper (the source's recipe), quick (CPU-sized), smoke (seconds, for tests)"
+_SPEC_KEYS = set(Spec.model_fields) - {"path"} | {"include"}
+
+
+def _yaml_load(path: Path, where: str) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"spec file not found: {path}", where=where)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"YAML syntax error{at}: {problem}", where=str(path),
+                        fix="fix the YAML (indentation, colons, quotes)") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"a spec must be a mapping of keys, got {type(data).__name__}", where=str(path))
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge: `over` wins; nested dicts merge; other values (lists too) replace."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def set_dotted(cfg: dict, key: str, value: Any) -> dict:
+    """Apply one `a.b.c: value` setting to a nested dict (dicts merge, None clears)."""
+    parts = key.split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    last = parts[-1]
+    node[last] = (deep_merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict)
+                  else value)
+    return cfg
+
+
+def _read_with_includes(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise UserError(f"include cycle: {cycle}", where=str(chain[-1]), field="include",
+                        fix="remove one of the includes")
+    data = _yaml_load(path, where=str(chain[-1]) if chain else "spec")
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise UserError("include must be a file name or a list of them", where=str(path), field="include")
+    merged: dict = {}
+    for inc in includes:
+        inc_path = path.parent / inc
+        if not inc_path.is_file():
+            raise UserError(f"included file not found: {inc_path}", where=str(path), field="include",
+                            fix="paths are relative to the including file")
+        merged = deep_merge(merged, _read_with_includes(inc_path, (*chain, path)))
+    return deep_merge(merged, data)
+
+
+def _pydantic_error(exc: ValidationError, where: str, root: type[BaseModel]) -> UserError:
+    """The first validation error as one UserError: the field's dotted path, and for an unknown key the
+    keys that are allowed there."""
+    e = exc.errors()[0]
+    loc = [p for p in e["loc"] if not isinstance(p, int)]
+    msg = e["msg"].replace("Value error, ", "")
+    if e["type"] == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        allowed = f" (allowed: {', '.join(k for k in parent.model_fields if k != 'path')})" if parent else ""
+        msg = f"unknown key{allowed}"
+    elif e["type"] == "literal_error":
+        msg = msg.replace("Input should be", "allowed:")
+    return UserError(msg, where=where, field=".".join(map(str, loc)) or None)
+
+
+def _model_at(model: Optional[type[BaseModel]], loc: list) -> Optional[type[BaseModel]]:
+    """The pydantic model class that an error location points into."""
+    def models_in(ann):
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield ann
+        for arg in getattr(ann, "__args__", ()):
+            yield from models_in(arg)
+
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None else None
+        model = next(models_in(field.annotation), None) if field is not None else None
+    return model
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a spec (resolving includes), validate its schema strictly, and check that every run it
+    declares would build (models, datasets, SE options), so a mistake surfaces before anything runs."""
+    path = Path(path)
+    data = _read_with_includes(path)
+    data.setdefault("name", path.stem)
+    if isinstance(data.get("source"), dict):
+        data["source"] = [data["source"]]
+    try:
+        spec = Spec(**data, path=str(path))
+    except ValidationError as exc:
+        raise _pydantic_error(exc, str(path), Spec) from None
+    axes = [a.axis for a in spec.sweep]
+    if len(set(axes)) != len(axes):
+        raise UserError(f"sweep axes repeat: {axes}", where=str(path), field="sweep")
+    for pname, prof in spec.profiles.items():
+        unknown = set(prof.sweep) - set(axes)
+        if unknown:
+            raise UserError(f"profile {pname!r} replaces unknown sweep axis {sorted(unknown)}", where=str(path),
+                            field=f"profiles.{pname}.sweep", fix=f"axes: {', '.join(axes) or 'none'}")
+        expand(spec, pname)  # validates every run of every profile
+    return spec
+
+
+def _axes_for(spec: Spec, profile: str) -> list[SweepAxis]:
+    prof = spec.profiles[profile]
+    return [SweepAxis(axis=a.axis, ref=a.ref, values=prof.sweep.get(a.axis, a.values)) for a in spec.sweep]
+
+
+def expand(spec: Spec, profile: str, overrides: Optional[dict[str, Any]] = None
+           ) -> tuple[list[RunConfig], list[PendingRow]]:
+    """spec x profile -> frozen RunConfigs (sweep product x seeds), plus the rows marked pending.
+    `overrides` (dotted keys, e.g. from `--set`) apply last, so they are part of every run's identity."""
+    if profile not in spec.profiles:
+        raise choice_error("profile", profile, spec.profiles, where=spec.path, field="--profile")
+    prof = spec.profiles[profile]
+    base = copy.deepcopy(spec.base)
+    for k, v in prof.set.items():
+        set_dotted(base, k, v)
+    axes = _axes_for(spec, profile)
+    seeds = prof.seeds or spec.seeds
+    runs: list[RunConfig] = []
+    pending: list[PendingRow] = []
+    for combo in itertools.product(*(a.values for a in axes)):
+        labels = {a.axis: v.label for a, v in zip(axes, combo)}
+        reasons = [v.pending for v in combo if v.pending]
+        if reasons:
+            pending.append(PendingRow(labels=labels, reason="; ".join(reasons)))
+            continue
+        cfg = copy.deepcopy(base)
+        for v in combo:
+            for k, val in v.set.items():
+                set_dotted(cfg, k, copy.deepcopy(val))
+        for k, val in (overrides or {}).items():
+            set_dotted(cfg, k, copy.deepcopy(val))
+        where = f"{spec.path} (profile {profile!r}, {', '.join(f'{k}={v}' for k, v in labels.items()) or 'base'})"
+        for seed in seeds:
+            runs.append(_run_config(cfg, spec.name, profile, labels, seed, where))
+    return runs, pending
+
+
+def _run_config(cfg: dict, experiment: str, profile: str, labels: dict, seed: int, where: str) -> RunConfig:
+    for key in ("experiment", "profile", "labels", "seed"):
+        if key in cfg:
+            raise UserError(f"'{key}' is set by the spec itself, not in base/set", where=where, field=key)
+    try:
+        rc = RunConfig(**cfg, experiment=experiment, profile=profile, labels=labels, seed=seed)
+    except ValidationError as exc:
+        raise _pydantic_error(exc, where, RunConfig) from None
+    _check_buildable(rc, where)
+    return rc
+
+
+def _check_buildable(rc: RunConfig, where: str) -> None:
+    """Names a spec may get wrong, checked without building anything heavy."""
+    from sebench.data import get_info
+    from sebench.models import get_entry, stage_ids
+
+    def again(err: UserError, field: str) -> UserError:
+        return UserError(err.message, where=where, field=field, fix=err.fix)
+
+    try:
+        get_entry(rc.model.name)
+    except UserError as err:
+        raise again(err, "model.name") from None
+    try:
+        get_info(rc.data.name)
+    except UserError as err:
+        raise again(err, "data.name") from None
+    if rc.model.se_stages is not None:
+        allowed = stage_ids(rc.model.name)
+        bad = [s for s in rc.model.se_stages if s not in allowed]
+        if bad or not rc.model.se_stages:
+            raise UserError(f"{rc.model.name} has no stage(s) {bad or '(empty list)'}", where=where,
+                            field="model.se_stages", fix=f"allowed: {', '.join(map(str, allowed))}")
+
+
+def list_specs(folder: str | Path = "experiments") -> list[Path]:
+    """Every spec in a folder (files starting with '_' are shared includes, not specs)."""
+    return sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))

@@ -37,6 +37,9 @@ MODELS: dict[str, ModelEntry] = dict([
       for d in (20, 32, 44, 56, 110)],
     _entry("preact_resnet164", partial(PreActResNet, 164), _CIFAR, 10,
            "pre-activation bottleneck ResNet-164 (He et al. 2016b)"),
+    _entry("preact_resnet29", partial(PreActResNet, 29), _CIFAR, 10,
+           "pre-activation bottleneck ResNet-29 (3 bottlenecks per stage): a CPU-sized stand-in for "
+           "bottleneck-only ablations (SE_3x3) in quick profiles"),
     _entry("wrn16_8", partial(WideResNet, 16, 8), _CIFAR, 10, "Wide ResNet 16-8 (Zagoruyko & Komodakis)"),
     _entry("resnet18_cifar", ResNet18Cifar, _CIFAR, 10,
            "ResNet-18 with a 3x3 stem for 32x32 inputs (common CIFAR adaptation)"),

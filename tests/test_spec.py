@@ -1,0 +1,173 @@
+"""Specs: every file in experiments/ loads and expands; broken specs end in one clear message."""
+
+from pathlib import Path
+import textwrap
+
+import pytest
+
+from sebench.cli import main
+from sebench.errors import UserError
+from sebench.spec import RunConfig, expand, list_specs, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = list_specs(ROOT / "experiments")
+
+
+def test_there_is_a_spec_for_every_source_table():
+    names = {p.stem for p in SPECS}
+    expected = {"se_imagenet", "se_mobile", "cifar10_se_vs_baseline", "cifar100_se_vs_baseline",
+                "ablation_reduction", "ablation_squeeze", "ablation_excitation", "ablation_stages",
+                "ablation_integration", "ablation_se3x3", "ablation_nosqueeze", "variants_cnn3_cifar10",
+                "variants_resnet18_cifar10", "variants_resnet18_cifar100", "variants_resnet18_svhn",
+                "agnostic_se_resnet50"}
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_spec_loads_and_expands_for_every_profile(path):
+    spec = load_spec(path)
+    assert {"paper", "quick", "smoke"} <= set(spec.profiles)
+    for profile in spec.profiles:
+        runs, pending = expand(spec, profile)
+        assert runs or pending
+        assert all(isinstance(r, RunConfig) and r.experiment == spec.name for r in runs)
+        assert len({r.run_id for r in runs}) == len(runs)  # no two runs collide
+        baselines = [v for a in spec.sweep for v in a.values if v.baseline]
+        assert baselines, "every table needs a same-recipe baseline for paired deltas"
+
+
+def test_run_ids_are_content_hashes():
+    spec = load_spec(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml")
+    a, _ = expand(spec, "quick")
+    b, _ = expand(spec, "quick")
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    c, _ = expand(spec, "quick", {"epochs": 3})
+    assert not {r.run_id for r in a} & {r.run_id for r in c}
+    # execution settings do not change what a run is
+    moved = a[0].model_copy(update={"execution": a[0].execution.model_copy(update={"device": "cuda"})})
+    assert moved.run_id == a[0].run_id
+
+
+def test_profiles_and_sweeps_apply_in_order():
+    spec = load_spec(ROOT / "experiments" / "ablation_reduction.yaml")
+    paper, _ = expand(spec, "paper")
+    quick, _ = expand(spec, "quick")
+    r8 = next(r for r in paper if r.labels["reduction"] == "r8")
+    assert r8.model.name == "resnet50" and r8.model.se.reduction == 8 and r8.model.se.bias is False
+    assert r8.optim.label_smoothing == 0.1 and r8.data.name == "imagefolder"
+    base = next(r for r in quick if r.labels["reduction"] == "original")
+    assert base.model.se is None and base.model.name == "resnet20" and base.data.name == "cifar10-embedded"
+
+
+def test_pending_rows_are_listed():
+    spec = load_spec(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml")
+    _, pending = expand(spec, "paper")
+    assert pending and all("Shake-Shake" in p.labels["model"] and p.reason for p in pending)
+
+
+GOOD = """
+title: t
+source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+base:
+  model: {name: resnet20}
+  data: {name: synthetic}
+  epochs: 1
+seeds: [0]
+sweep:
+  - axis: se
+    values:
+      - {label: none, baseline: true, set: {model.se: null}}
+      - {label: SE, set: {model.se: {reduction: 4}}}
+profiles:
+  smoke: {}
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_good_spec_loads(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD))
+    runs, _ = expand(spec, "smoke")
+    assert len(runs) == 2
+
+
+BROKEN = {
+    "unknown top-level key": (GOOD + "colour: red\n", "colour", "allowed: name, title"),
+    "unknown key in base": (GOOD.replace("epochs: 1", "epochs: 1\n  epoks: 2"), "epoks", "allowed:"),
+    "unknown key in model": (GOOD.replace("{name: resnet20}", "{name: resnet20, widht: 2}"), "model.widht",
+                             "allowed: name, num_classes"),
+    "wrong type epochs": (GOOD.replace("epochs: 1", "epochs: many"), "epochs", "integer"),
+    "negative epochs": (GOOD.replace("epochs: 1", "epochs: -3"), "epochs", "greater than or equal to 1"),
+    "unknown model": (GOOD.replace("resnet20", "resnet21"), "model.name", "allowed: 'resnet20'"),
+    "unknown dataset": (GOOD.replace("synthetic", "mnist"), "data.name", "allowed: 'cifar10'"),
+    "unknown variant": (GOOD.replace("{reduction: 4}", "{variant: turbo}"), "model.se.variant",
+                        "allowed: 'se', 'slow_squeeze'"),
+    "unknown gate": (GOOD.replace("{reduction: 4}", "{gate: softmax}"), "model.se.gate", "allowed: 'sigmoid'"),
+    "unknown squeeze": (GOOD.replace("{reduction: 4}", "{squeeze: sum}"), "model.se.squeeze", "allowed: 'avg'"),
+    "unknown position": (GOOD.replace("{reduction: 4}", "{position: inside}"), "model.se.position",
+                         "allowed: 'standard'"),
+    "zero width": (GOOD.replace("{reduction: 4}", "{latent_channels: 0}"), "model.se.latent_channels",
+                   "no hidden channels"),
+    "sweep value of wrong type": (GOOD.replace("{reduction: 4}", "{reduction: four}"), "model.se.reduction",
+                                  "integer"),
+    "empty sweep": (GOOD.split("sweep:")[0] + "sweep:\n  - axis: se\n    values: []\nprofiles:\n  smoke: {}\n",
+                    "sweep.values", "at least 1"),
+    "no seeds": (GOOD.replace("seeds: [0]", "seeds: []"), "seeds", "at least 1"),
+    "no profiles": (GOOD.replace("profiles:\n  smoke: {}", "profiles: {}"), "profiles", "at least 1"),
+    "missing title": (GOOD.replace("title: t\n", ""), "title", "Field required"),
+    "unknown stage": (GOOD.replace("{reduction: 4}}", "{reduction: 4}, model.se_stages: [7]}"),
+                      "model.se_stages", "allowed: 1, 2, 3"),
+    "yaml syntax error": (GOOD.replace("epochs: 1", "epochs: [1"), None, "YAML syntax error at line"),
+    "missing include": ("include: nowhere.yaml\n" + GOOD, "include", "included file not found"),
+    "profile replaces unknown axis": (GOOD.replace("smoke: {}", "smoke: {sweep: {depth: []}}"),
+                                      "profiles.smoke.sweep", "axes: se"),
+    "spec sets seed itself": (GOOD.replace("epochs: 1", "epochs: 1\n  seed: 3"), "seed", "set by the spec"),
+    "not a mapping": ("- just\n- a list\n", None, "must be a mapping"),
+    "bad optimizer": (GOOD.replace("epochs: 1", "epochs: 1\n  optim: {name: adam}"), "optim.name",
+                      "allowed: 'sgd'"),
+    "bad dotted value": (GOOD.replace("{model.se: null}", "{model.se: null, optim.lr: -1}"), "optim.lr",
+                         "greater than 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_broken_spec_gives_one_clear_message(case, tmp_path, capsys):
+    text, field, fragment = BROKEN[case]
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as err:
+        load_spec(path)
+    msg = err.value.render()
+    assert str(path) in msg
+    if field:
+        assert field in msg
+    assert fragment in msg
+    # the CLI: exit code 2, one line, no traceback, nothing written to the store
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--profile", "smoke", "--results", str(results)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and out.err.strip().count("\n") == 0 and fragment in out.err
+    assert not results.exists()
+
+
+def test_include_cycle(tmp_path):
+    write(tmp_path, "include: b.yaml\n", "a.yaml")
+    write(tmp_path, "include: a.yaml\n", "b.yaml")
+    with pytest.raises(UserError, match="include cycle: a.yaml -> b.yaml -> a.yaml"):
+        load_spec(tmp_path / "a.yaml")
+
+
+def test_includes_merge_and_the_including_file_wins(tmp_path):
+    write(tmp_path, "base:\n  epochs: 9\n  batch_size: 32\nseeds: [5]\n", "_shared.yaml")
+    spec = load_spec(write(tmp_path, "include: _shared.yaml\n" + GOOD.replace("seeds: [0]\n", "")))
+    runs, _ = expand(spec, "smoke")
+    assert runs[0].epochs == 1 and runs[0].batch_size == 32 and runs[0].seed == 5
+
+
+def test_unknown_profile_on_the_cli(capsys):
+    assert main(["plan", str(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"), "--profile", "fast",
+                 "--no-estimate"]) == 2
+    assert "allowed: 'paper', 'quick', 'smoke'" in capsys.readouterr().err

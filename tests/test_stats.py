@@ -1,0 +1,61 @@
+"""Statistics against hand-computed cases."""
+
+import math
+
+import pytest
+
+from sebench.report.stats import (INCONCLUSIVE, NO_CLAIM, NOT_REPRODUCED, REPRODUCED, by_seed, mean_std,
+                                  paired_delta, t_quantile, verdict)
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (9, 2.262157),
+                                          (30, 2.042272)])
+def test_t_quantiles_match_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-5)
+
+
+def test_mean_std():
+    m, sd, n = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert (m, n) == (2.5, 4)
+    assert sd == pytest.approx(math.sqrt(5 / 3))
+    assert mean_std([7.0]) == (7.0, 0.0, 1)
+
+
+def test_paired_delta_hand_computed():
+    # differences: -1.0, -2.0, -3.0 -> mean -2, sd 1, half-width 4.302653 / sqrt(3)
+    variant = {0: 9.0, 1: 8.0, 2: 7.5}
+    baseline = {0: 10.0, 1: 10.0, 2: 10.5, 3: 99.0}  # seed 3 has no pair and is ignored
+    d = paired_delta(variant, baseline)
+    half = 4.302653 / math.sqrt(3)
+    assert d.n == 3 and d.seeds == (0, 1, 2)
+    assert d.mean == pytest.approx(-2.0)
+    assert d.low == pytest.approx(-2.0 - half, abs=1e-5) and d.high == pytest.approx(-2.0 + half, abs=1e-5)
+    assert not d.excludes_zero()  # (-4.48, 0.48): three seeds cannot exclude 0 here
+
+
+def test_pairing_cancels_common_seed_noise():
+    # unpaired the arms overlap heavily; paired, the variant is better by exactly 0.5 every seed
+    baseline = {0: 5.0, 1: 9.0, 2: 13.0}
+    variant = {s: v - 0.5 for s, v in baseline.items()}
+    d = paired_delta(variant, baseline)
+    assert d.mean == pytest.approx(-0.5) and d.low == pytest.approx(-0.5) and d.high == pytest.approx(-0.5)
+
+
+def test_one_pair_has_no_interval():
+    d = paired_delta({0: 1.0}, {0: 2.0})
+    assert d.low is None and not d.excludes_zero()
+    assert verdict(d, -1.0) == INCONCLUSIVE
+
+
+def test_verdicts():
+    noisy = paired_delta({0: 9.0, 1: 8.0, 2: 7.5}, {0: 10.0, 1: 10.0, 2: 10.5})  # (-4.48, 0.48)
+    assert verdict(noisy, -1.16) == INCONCLUSIVE
+    clear = paired_delta({0: 9.0, 1: 9.1, 2: 8.9}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert verdict(clear, -1.16) == REPRODUCED  # the paper: SE lowers error; so do we
+    assert verdict(clear, +0.5) == NOT_REPRODUCED  # the paper claims the opposite direction
+    assert verdict(clear, 0.0) == NO_CLAIM and verdict(clear, None) == NO_CLAIM
+
+
+def test_duplicate_seed_is_an_error():
+    with pytest.raises(ValueError):
+        by_seed([(0, 1.0), (0, 2.0)])
