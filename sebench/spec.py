@@ -132,12 +132,18 @@ class RunConfig(_Strict):
 # Experiment specs: one YAML file per source table (experiments/*.yaml), expanded into RunConfigs.
 # --------------------------------------------------------------------------------------------------------
 
+MetricName = Literal["top1_err", "top5_err", "top1_acc", "top5_acc", "test_loss", "params_m", "gflops"]
+
+
 class SourceRef(_Strict):
-    """The source table a spec reproduces: seed file, table name, and the reference CSV that holds it."""
+    """The source table a spec reproduces: seed file, table name, the reference CSV that holds it, and
+    which of its columns holds each metric (``{column}`` stands for the column axis's `ref`, e.g.
+    "{column} top-1 err." -> "SENet top-1 err.")."""
 
     seed: str
     table: str
     reference: Optional[str] = None  # file under results/reference/
+    metrics: dict[MetricName, str] = Field(default_factory=dict)
 
 
 class SweepValue(_Strict):
