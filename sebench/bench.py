@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import statistics
+import time
+from typing import Callable, Optional, Sequence, Union
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,3 +31,103 @@ def count_flops(model: nn.Module, input_size=(3, 224, 224)) -> int:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that host timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_steps(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Seconds per call of `step` after `warmup` untimed calls; each timed call ends with a device sync,
+    so the host clock covers the queued kernels."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_throughput(model: nn.Module, *, input_size: Sequence[int], batch_size: int,
+                       device: Union[str, torch.device] = "cpu", train: bool, warmup: int = 3,
+                       iters: int = 10, channels_last: bool = False,
+                       amp_dtype: Optional[torch.dtype] = None) -> dict:
+    """Images per second at a fixed `batch_size` (never shrunk: too large a batch fails loudly).
+
+    Runs on a copy of `model`, so its weights, BN statistics and memory format are untouched. Inference
+    is a forward under inference_mode; training is forward + cross-entropy on random labels + backward +
+    an SGD step. img_s is batch_size over the median batch time.
+    """
+    if iters < 1 or batch_size < 1:
+        raise ValueError("iters and batch_size must be >= 1")
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)  # fixed input; leaves the global RNG alone
+    x = torch.randn(batch_size, *input_size, generator=generator).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    if train:
+        with torch.no_grad():
+            num_classes = net.eval()(x[:1]).shape[1]
+        y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+        net.train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+        def step() -> None:
+            with autocast:
+                loss = nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    else:
+        net.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), autocast:
+                net(x)
+
+    times = _timed_steps(step, device, warmup, iters)
+    median = statistics.median(times)
+    return {"img_s": batch_size / median, "ms_per_batch": 1e3 * median, "ms_min": 1e3 * min(times),
+            "ms_max": 1e3 * max(times), "batch_size": batch_size, "device": str(device), "iters": iters,
+            "warmup": warmup, "train": train, "input_size": list(input_size), "channels_last": channels_last,
+            "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+            "threads": torch.get_num_threads()}
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], device: Union[str, torch.device] = "cpu",
+                    *, warmup: int = 10, iters: int = 50, channels_last: bool = False,
+                    amp_dtype: Optional[torch.dtype] = None) -> dict:
+    """Inference latency of one image: median ms over `iters` batch-1 forwards."""
+    run = measure_throughput(model, input_size=input_size, batch_size=1, device=device, train=False,
+                             warmup=warmup, iters=iters, channels_last=channels_last, amp_dtype=amp_dtype)
+    return {"ms": run["ms_per_batch"], "ms_min": run["ms_min"], "ms_max": run["ms_max"], "batch_size": 1,
+            "device": run["device"], "iters": iters, "warmup": warmup}
+
+
+def benchmark(model: nn.Module, *, input_size: Sequence[int], batch_size: int,
+              device: Union[str, torch.device], channels_last: bool = False,
+              amp_dtype: Optional[torch.dtype] = None, warmup: int = 3, iters: int = 10) -> dict:
+    """Parameters, FLOPs, train and inference throughput at `batch_size`, batch-1 latency, and what they
+    were measured on."""
+    from sebench.engine.env import device_name  # here, not at the top: sebench.engine imports this module
+
+    device = torch.device(device)
+    opts = dict(input_size=input_size, device=device, channels_last=channels_last, amp_dtype=amp_dtype,
+                warmup=warmup, iters=iters)
+    return {"params": count_params(model), "flops": count_flops(model, tuple(input_size)),
+            "input_size": list(input_size), "batch_size": batch_size,
+            "train": measure_throughput(model, batch_size=batch_size, train=True, **opts),
+            "infer": measure_throughput(model, batch_size=batch_size, train=False, **opts),
+            "latency": measure_latency(model, **opts),
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__}

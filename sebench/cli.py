@@ -198,6 +198,19 @@ def cmd_run(args) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_collect(args) -> int:
+    from sebench.store import collect
+
+    written = collect(args.results, args.profile)
+    if not written:
+        print(f"no runs found under {Path(args.results) / 'runs'}")
+        return 0
+    for profile, path in written.items():
+        n = sum(1 for _ in open(path)) - 1
+        print(f"{profile}: {n} runs -> {path}")
+    return 0
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"
@@ -251,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("collect", help="consolidate every run into results/<profile>/runs.csv")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--profile", help="only this profile (default: every profile found)")
+    p.set_defaults(func=cmd_collect)
     return parser
 
 

@@ -1,0 +1,102 @@
+"""What a run ran on: versions, git state, hardware, threads. Recorded in env.json beside every run.
+
+Nothing here may fail a run: a missing git, an unreadable /proc or an absent package gives None.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "timm", "numpy")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def available_cpus() -> int:
+    """Cores this process may use (its affinity mask, which containers and taskset narrow), falling
+    back to the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return cpu_name()
+    return device.type
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_state() -> dict:
+    """Commit of the sebench checkout and whether tracked files differ from it (None when sebench is not
+    a git checkout, e.g. installed into site-packages, where git would report an enclosing repository)."""
+    commit = _git("rev-parse", "HEAD") if (REPO_ROOT / ".git").exists() else None
+    if not commit:
+        return {"commit": None, "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def collect_env(device: torch.device, threads: int) -> dict:
+    """The environment record of this process for `device`, run with `threads` intra-op threads."""
+    cuda = device.type == "cuda"
+    return {
+        "versions": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_state(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu": cpu_name(),
+        "cpus_available": available_cpus(),
+        "threads": threads,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "start_time": now_iso(),
+    }

@@ -1,0 +1,277 @@
+"""`fit`: train and evaluate one RunConfig, writing its records into the run directory.
+
+run_dir/
+  config.yaml    the RunConfig (plus run_id), rewritten at every start
+  env.json       versions, git state, hardware, threads, data label, execution block; resumes appended
+  metrics.jsonl  one line per finished epoch (errors in percent)
+  ckpt/          last.pt and prev.pt (see checkpoint.py)
+  summary.json   written last: status 'finished' with final-epoch numbers, or 'failed' with the reason
+
+Resume is automatic and exact: model, optimizer, scheduler, scaler and every global RNG come back from
+the newest readable checkpoint, the loader's randomness depends only on (seed, epoch), and metric lines
+after the checkpoint's epoch are dropped. On CPU with deterministic settings a run killed after epoch k
+ends bitwise equal to one never interrupted. A metrics line is appended before its checkpoint, so a kill
+between the two only repeats that epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from sebench.bench import count_flops, count_params, measure_throughput
+from sebench.data import build_loaders
+from sebench.engine import checkpoint
+from sebench.engine.env import available_cpus, collect_env, now_iso
+from sebench.engine.loop import RunFailed, evaluate, train_epoch
+from sebench.engine.optim import build_optimizer, build_scheduler
+from sebench.errors import UserError
+from sebench.models import build_model
+from sebench.spec import DataCfg, ExecutionCfg, RunConfig
+from sebench.store import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# cuBLAS needs a fixed workspace for deterministic GEMMs; see PyTorch's reproducibility notes.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU; an unusable explicit choice is the user's to fix."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}", field="execution.device",
+                        fix="use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA was requested but is not available", field="execution.device",
+                        fix="use 'auto' or 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"there is no {device}: {torch.cuda.device_count()} CUDA device(s) visible",
+                        field="execution.device", fix="use 'cuda' or a smaller index")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # every CUDA device too
+
+
+@contextmanager
+def process_settings(execution: ExecutionCfg, device: torch.device) -> Iterator[int]:
+    """Threads and determinism for the run; the caller's settings come back afterwards.
+
+    CUBLAS_WORKSPACE_CONFIG is read by cuBLAS when this process creates its first handle, so setting it
+    here only works if nothing has used cuBLAS yet; a process that did so earlier gets a warning, and
+    launchers (CLI, runner) should set it at process start.
+    """
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    threads = execution.threads or available_cpus()
+    torch.set_num_threads(threads)
+    if execution.deterministic:
+        if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            if torch.cuda.is_initialized():
+                warnings.warn("CUDA was initialised before fit set CUBLAS_WORKSPACE_CONFIG; matmuls may "
+                              f"not be deterministic (export CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC}"
+                              " before starting Python)", RuntimeWarning, stacklevel=3)
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
+
+
+def _finished_summary(path: Path, run_id: str) -> Optional[dict]:
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"unreadable summary ({exc})", where=str(path),
+                        fix="delete it to let the run resume from its checkpoint") from None
+    if summary.get("run_id") != run_id:
+        raise UserError(f"directory holds run {summary.get('run_id')!r}, not {run_id!r}", where=str(path),
+                        field="run_id", fix="give each run its own directory (store.run_dir)")
+    return summary if summary.get("status") == "finished" else None
+
+
+def _check_supported(cfg: RunConfig) -> None:
+    if cfg.model.surgery is not None:
+        # Training the plain network under an SE label would publish wrong numbers: refuse instead.
+        raise UserError("SE surgery (model.surgery) is not applied by this version of the engine",
+                        field="model.surgery", fix="remove it, or use a model with built-in SE (model.se)")
+
+
+def _input_size(model: nn.Module, data: DataCfg, native_size: int) -> tuple[int, int, int]:
+    """(C, H, W) of the images the model is trained on: the data's size (resized or native), which is
+    not the model's default when, e.g., an ImageNet ResNet trains on 32x32 CIFAR."""
+    size = data.image_size or native_size
+    return model.input_size[0], size, size
+
+
+def _metrics_before(path: Path, start_epoch: int) -> list[dict]:
+    """Rewrite the epoch log to the epochs before `start_epoch` (a resume repeats the later ones) and
+    return them; a log missing some of those epochs cannot give honest summary numbers."""
+    records = [r for r in read_jsonl(path) if r["epoch"] < start_epoch]
+    if [r["epoch"] for r in records] != list(range(1, start_epoch)):
+        raise UserError(f"the log lacks epochs the checkpoint has trained (1..{start_epoch - 1})",
+                        where=str(path), fix="delete the run's ckpt directory to train it again from epoch 1")
+    write_jsonl(path, records)
+    return records
+
+
+def _write_env(path: Path, env: dict, resumed_from: Optional[int]) -> None:
+    """env.json describes the first start; each resume appends its own record under 'resumes'."""
+    record = env
+    if resumed_from is not None and path.exists():
+        try:
+            first = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            first = None
+        if isinstance(first, dict):
+            record = {**first, "resumes": [*first.get("resumes", []), {"from_epoch": resumed_from, **env}]}
+    atomic_write_json(path, record)
+
+
+def _run_fields(cfg: RunConfig, dataset: str) -> dict:
+    return {"run_id": cfg.run_id, "experiment": cfg.experiment, "profile": cfg.profile,
+            "labels": dict(cfg.labels), "model": cfg.model.name,
+            "se": cfg.model.se.short() if cfg.model.se is not None else "none",
+            "se_stages": list(cfg.model.se_stages) if cfg.model.se_stages is not None else None,
+            "dataset": dataset, "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+
+
+def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
+    """Train `cfg` in `run_dir` (resuming if it holds a checkpoint) and return its summary.
+
+    A run whose summary says finished is returned without training. A NaN/inf loss writes a 'failed'
+    summary (epoch, reason) and raises RunFailed; calling fit again retries from the last checkpoint.
+    """
+    run_dir = Path(run_dir)
+    finished = _finished_summary(run_dir / "summary.json", cfg.run_id)
+    if finished is not None:
+        return finished
+    _check_supported(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.execution.device)
+    with process_settings(cfg.execution, device) as threads:
+        return _train(cfg, run_dir, device, threads)
+
+
+def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int) -> dict:
+    ex = cfg.execution
+    seed_everything(cfg.seed)
+    loaders = build_loaders(cfg.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                            device=device, seed=cfg.seed, path=ex.data_path, cache_dir=ex.cache_dir,
+                            num_workers=ex.num_workers)
+    model = build_model(cfg.model.name, cfg.model.num_classes or loaders.num_classes, se=cfg.model.se,
+                        se_stages=cfg.model.se_stages, **cfg.model.kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    input_size = _input_size(model, cfg.data, loaders.info.image_size)
+    params, flops = count_params(model), count_flops(model, input_size)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs, len(loaders.train))
+    amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None  # AMP is CUDA-only here
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
+
+    ckpt_dir = run_dir / "ckpt"
+    state = checkpoint.load_latest(ckpt_dir, cfg.run_id)
+    start_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+    metrics_path = run_dir / "metrics.jsonl"
+    records = _metrics_before(metrics_path, start_epoch)
+    amp_used = str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off"
+    env = {**collect_env(device, threads), "run_id": cfg.run_id, "data": loaders.label,
+           "amp": {"requested": cfg.amp, "used": amp_used}, "execution": ex.model_dump(mode="json")}
+    atomic_write_text(run_dir / "config.yaml",
+                      yaml.safe_dump({"run_id": cfg.run_id, **cfg.model_dump(mode="json")}, sort_keys=False))
+    _write_env(run_dir / "env.json", env, state["epoch"] if state is not None else None)
+
+    if state is not None:
+        checkpoint.restore_rng(state["rng"])  # last, so nothing above shifts the streams
+    net = torch.compile(model) if ex.compile else model
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    fields = _run_fields(cfg, loaders.label)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        loaders.train.set_epoch(epoch)
+        started = time.perf_counter()
+        label = f"epoch {epoch}/{cfg.epochs}" if ex.progress else None
+        try:
+            train = train_epoch(net, loaders.train, optimizer, scheduler, loss_fn=loss_fn, scaler=scaler,
+                                amp_dtype=amp_dtype, channels_last=cfg.channels_last, progress=label)
+            # Test loss is plain cross-entropy: label smoothing is a training device, not the metric.
+            test = evaluate(net, loaders.test, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+            if not math.isfinite(test["loss"]):
+                raise RunFailed(f"non-finite test loss ({test['loss']})")
+        except RunFailed as exc:
+            atomic_write_json(run_dir / "summary.json", {"status": "failed", **fields, "epoch": epoch,
+                                                         "reason": exc.reason, "time": now_iso()})
+            raise RunFailed(exc.reason, epoch=epoch) from None
+        record = {"epoch": epoch, "train_loss": train["loss"], "train_top1_err": train["top1_err"],
+                  "test_loss": test["loss"], "test_top1_err": test["top1_err"],
+                  "test_top5_err": test["top5_err"], "lr": train["lr"], "train_img_s": train["img_s"],
+                  "epoch_s": time.perf_counter() - started, "time": time.time()}
+        append_jsonl(metrics_path, record)
+        records.append(record)
+        checkpoint.save_checkpoint(ckpt_dir, {
+            "epoch": epoch, "run_id": cfg.run_id, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": checkpoint.capture_rng()})
+        if ex.progress:
+            tqdm.write(f"[{cfg.run_id}] epoch {epoch}/{cfg.epochs}: train loss {train['loss']:.4f}, "
+                       f"test top-1 err {test['top1_err']:.2f}%, lr {train['lr']:.4g}, "
+                       f"{train['img_s']:.0f} img/s, {record['epoch_s']:.1f} s", file=sys.stderr)
+
+    final = records[-1]
+    # Inference throughput of the trained model at the spec's benchmark batch size (recorded with it).
+    infer = measure_throughput(model, input_size=input_size, batch_size=cfg.benchmark.batch_size,
+                               device=device, train=False, warmup=cfg.benchmark.warmup,
+                               iters=cfg.benchmark.iters, channels_last=cfg.channels_last, amp_dtype=amp_dtype)
+    summary = {"status": "finished", **fields,
+               "final_test_top1_err": final["test_top1_err"], "final_test_top5_err": final["test_top5_err"],
+               "final_test_loss": final["test_loss"], "final_train_loss": final["train_loss"],
+               "params": params, "flops": flops, "input_size": list(input_size),
+               # Mean over all epochs of this run, including those trained before a resume.
+               "train_img_s": float(np.mean([r["train_img_s"] for r in records])),
+               "wall_s": float(sum(r["epoch_s"] for r in records)),  # training + evaluation, no setup
+               "infer_img_s": infer["img_s"], "infer_batch_size": cfg.benchmark.batch_size,
+               "device": str(device), "device_name": env["device_name"], "threads": threads,
+               "amp": amp_used, "channels_last": cfg.channels_last,
+               "torch": env["versions"]["torch"], "timm": env["versions"]["timm"],
+               "git_commit": env["git"]["commit"], "time": now_iso()}
+    atomic_write_json(run_dir / "summary.json", summary)
+    if ex.progress:
+        print(f"[{cfg.run_id}] finished: {run_dir}", file=sys.stderr)
+    return summary

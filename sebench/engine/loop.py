@@ -1,0 +1,158 @@
+"""One pass of training or evaluation over any iterable of (x, y) batches.
+
+Used by `fit` with the in-memory loader and by benchmarks with a torchvision DataLoader alike: batches
+that are not on the model's device are moved there. Statistics accumulate on the device and are read
+back only at sync points (every step on CPU, every SYNC_EVERY steps on an accelerator), which is also
+where a non-finite loss stops the pass.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sebench.bench import synchronize
+
+
+class RunFailed(RuntimeError):
+    """Training cannot go on (a NaN/inf loss). `epoch` is set once the epoch is known."""
+
+    def __init__(self, reason: str, epoch: Optional[int] = None):
+        self.reason = reason
+        self.epoch = epoch
+        super().__init__(reason if epoch is None else f"epoch {epoch}: {reason}")
+
+
+SYNC_EVERY = 50  # accelerator steps between host reads (progress bar, finiteness check)
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    if x.device != device:
+        x = x.to(device, non_blocking=True)
+    if y.device != device:
+        y = y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
+def _length(batches) -> Optional[int]:
+    try:
+        return len(batches)
+    except TypeError:
+        return None
+
+
+def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
+                scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                scaler: Optional[torch.amp.GradScaler] = None, amp_dtype: Optional[torch.dtype] = None,
+                channels_last: bool = False, progress: Optional[str] = None) -> dict:
+    """Train for one pass over `batches`, stepping `scheduler` (per step) after every optimizer step.
+
+    `loss_fn` must reduce by mean. `progress` is the label of a tqdm bar on stderr (None: no bar).
+    Returns {loss (sample mean), top1_err (%, on the training batches as seen), n, steps, seconds,
+    img_s (n / seconds, data loading included), lr (of the last step)}. Raises RunFailed on a non-finite
+    loss.
+    """
+    device = model_device(model)
+    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), device=device, dtype=torch.int64)
+    n = steps = 0
+    lr = optimizer.param_groups[0]["lr"]
+    start = time.perf_counter()
+    with tqdm(batches, desc=progress, total=_length(batches), disable=progress is None, file=sys.stderr,
+              leave=False, unit="batch", dynamic_ncols=True) as bar:
+        for x, y in bar:
+            x, y = _prepare(x, y, device, channels_last)
+            with _autocast(device, amp_dtype):
+                out = model(x)
+                loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
+            batch = y.shape[0]
+            n += batch
+            steps += 1
+            loss_sum += loss.detach().float() * batch
+            wrong += (out.detach().argmax(dim=1) != y).sum()
+            if steps % sync_every == 0:
+                mean = _finite_mean(loss_sum, n, steps)
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{n / (time.perf_counter() - start):.0f}",
+                                refresh=False)
+    if n == 0:
+        raise ValueError("train_epoch got no batches")
+    mean = _finite_mean(loss_sum, n, steps)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"loss": mean, "top1_err": 100.0 * wrong.item() / n, "n": n, "steps": steps,
+            "seconds": seconds, "img_s": n / seconds, "lr": lr}
+
+
+def _finite_mean(loss_sum: torch.Tensor, n: int, steps: int) -> float:
+    mean = loss_sum.item() / n
+    if not math.isfinite(mean):
+        raise RunFailed(f"non-finite training loss ({mean}) by step {steps} of the epoch")
+    return mean
+
+
+def evaluate(model: nn.Module, batches: Batches, *,
+             loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+             amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> dict:
+    """Loss (mean-reduced `loss_fn`, default plain cross-entropy) and top-1/top-5 error in percent.
+
+    Top-5 is top-min(5, classes): with fewer than 5 classes every label is in the top k and the error
+    is 0. The model's train/eval mode is restored afterwards.
+    """
+    device = model_device(model)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct1 = torch.zeros((), device=device, dtype=torch.int64)
+    correct5 = torch.zeros((), device=device, dtype=torch.int64)
+    n = 0
+    with torch.inference_mode():
+        for x, y in batches:
+            x, y = _prepare(x, y, device, channels_last)
+            with _autocast(device, amp_dtype):
+                out = model(x)
+            out = out.float()
+            batch = y.shape[0]
+            n += batch
+            loss_sum += loss_fn(out, y) * batch
+            hits = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
+            correct1 += hits[:, 0].sum()
+            correct5 += hits.any(dim=1).sum()
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate got no batches")
+    return {"loss": loss_sum.item() / n, "top1_err": 100.0 * (n - correct1.item()) / n,
+            "top5_err": 100.0 * (n - correct5.item()) / n, "n": n}

@@ -1,0 +1,200 @@
+"""The results store: run directories and crash-safe writes.
+
+Every file a run writes goes through here. Whole files are replaced atomically (temp file in the same
+directory, fsync, os.replace), so a reader or a killed writer never sees half a file; logs are JSON lines
+appended with fsync, and a line torn by a crash is dropped when read and cut before the next append.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Optional, Union
+
+from sebench.errors import UserError
+
+PathLike = Union[str, os.PathLike]
+
+
+def run_dir(root: PathLike, experiment: str, run_id: str) -> Path:
+    """Where one run's records live: <root>/runs/<experiment>/<run_id>."""
+    return Path(root) / "runs" / experiment / run_id
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); directories cannot be opened for fsync on Windows."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w", *, backup: Optional[PathLike] = None) -> Iterator[IO]:
+    """Open a temp file beside `path`; on a clean exit fsync it and rename it onto `path`.
+
+    With `backup`, an existing `path` is first renamed to `backup`, so at every instant at least one
+    complete version exists under one of the two names. On an exception the temp file is removed and
+    `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open rather than mkstemp: mkstemp's 0600 would make records unreadable to the rest of a team;
+    # 0666 here is narrowed by the umask like any ordinary file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if backup is not None and path.exists():
+            os.replace(path, backup)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: PathLike, records: Iterable[dict]) -> None:
+    """Replace a JSON-lines file atomically (e.g. to drop records after a resume point)."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _cut_torn_tail(f: IO[bytes]) -> None:
+    """Truncate `f` (opened r+b) after its last newline, removing a line a crash left unfinished."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    f.seek(end - 1)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    keep = f.read().rfind(b"\n") + 1
+    f.truncate(keep)
+    f.seek(keep)
+
+
+def append_jsonl(path: PathLike, record: dict) -> None:
+    """Append one JSON line and fsync it; a torn last line from an earlier crash is cut first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record) + "\n").encode()
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        _cut_torn_tail(f)
+        f.seek(0, os.SEEK_END)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+    """Records of a JSON-lines file ([] if it does not exist). An unreadable last line is a write torn
+    by a crash and is dropped; an unreadable line anywhere else is corruption and raises UserError."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise UserError(f"line {i + 1} is not valid JSON", where=str(path),
+                            fix="repair or delete the line") from None
+    return records
+
+
+# ---- consolidation --------------------------------------------------------------------------------------
+
+# The columns of results/<profile>/runs.csv, in order; sweep labels follow as `label.<axis>` columns.
+RUN_COLUMNS = [
+    "experiment", "run_id", "profile", "status", "model", "se", "se_stages", "surgery", "dataset", "seed",
+    "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err", "final_test_loss",
+    "final_train_loss", "params", "flops", "input_size", "train_img_s", "infer_img_s", "infer_batch_size",
+    "device", "device_name", "threads", "amp", "channels_last", "wall_s", "torch", "timm", "git_commit",
+    "time", "reason",
+]
+
+
+def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
+    """(run directory, summary) for every run under <root>/runs that has a readable summary."""
+    for path in sorted(Path(root).glob("runs/*/*/summary.json")):
+        try:
+            yield path.parent, json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a summary is written atomically; unreadable means foreign or damaged: skip it
+
+
+def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
+    """One flat row per run (finished or failed), optionally for one profile."""
+    import yaml
+
+    rows = []
+    for directory, summary in iter_summaries(root):
+        if profile is not None and summary.get("profile") != profile:
+            continue
+        row = {k: summary.get(k) for k in RUN_COLUMNS}
+        if row["se_stages"] is not None:
+            row["se_stages"] = ",".join(map(str, row["se_stages"]))
+        if row["input_size"] is not None:
+            row["input_size"] = "x".join(map(str, row["input_size"]))
+        config = directory / "config.yaml"
+        if config.exists():
+            surgery = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("surgery")
+            if surgery:
+                row["surgery"] = (f"min_channels {surgery['min_channels']}, latent {surgery['latent_channels']}, "
+                                  f"{surgery['variant']}")
+        for axis, label in (summary.get("labels") or {}).items():
+            row[f"label.{axis}"] = label
+        rows.append(row)
+    return rows
+
+
+def collect(root: PathLike, profile: Optional[str] = None) -> dict[str, Path]:
+    """Consolidate every run into <root>/<profile>/runs.csv (one row per run, sorted), for one profile or
+    each profile found. Returns {profile: path}."""
+    import pandas as pd
+
+    rows = run_rows(root, profile)
+    written: dict[str, Path] = {}
+    for prof in sorted({r["profile"] for r in rows if r["profile"]}):
+        frame = pd.DataFrame([r for r in rows if r["profile"] == prof])
+        labels = sorted(c for c in frame.columns if c.startswith("label."))
+        frame = frame[RUN_COLUMNS + labels].sort_values(["experiment", *labels, "seed", "run_id"])
+        frame = frame.drop_duplicates("run_id")
+        out = Path(root) / prof / "runs.csv"
+        atomic_write_text(out, frame.to_csv(index=False))
+        written[prof] = out
+    return written
+
+
+def load_runs(root: PathLike, profile: str):
+    """The consolidated run table of one profile as a DataFrame (UserError when not collected yet)."""
+    import pandas as pd
+
+    path = Path(root) / profile / "runs.csv"
+    if not path.exists():
+        raise UserError(f"no consolidated runs for profile {profile!r}", where=str(path),
+                        fix="run `sebench collect` first")
+    return pd.read_csv(path)

@@ -1,0 +1,46 @@
+"""Parameter and FLOP counts against hand counts; throughput/latency report what they measured."""
+
+import torch
+from torch import nn
+
+from sebench.bench import benchmark, count_flops, count_params, measure_latency, measure_throughput
+
+
+def test_count_params_known_module():
+    # conv 3->8 3x3 with bias: 8*3*9 + 8 = 224; BN(8): 16; linear 8->10: 90.
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10))
+    assert count_params(net) == 224 + 16 + 90
+
+
+def test_count_flops_single_conv_is_multiply_adds():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    # every one of the 8 x 16 x 16 outputs takes 3 x 3 x 3 multiply-adds
+    assert count_flops(conv, (3, 16, 16)) == 8 * 16 * 16 * 3 * 3 * 3
+    assert conv.training  # mode restored
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+
+
+def test_measure_throughput_keeps_batch_and_leaves_model_alone():
+    net = _tiny()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for train in (True, False):
+        r = measure_throughput(net, input_size=(3, 8, 8), batch_size=6, train=train, warmup=1, iters=3)
+        assert r["batch_size"] == 6 and r["iters"] == 3 and r["device"] == "cpu" and r["train"] is train
+        assert r["img_s"] > 0 and r["ms_min"] <= r["ms_per_batch"] <= r["ms_max"]
+        assert r["img_s"] == 6 / (r["ms_per_batch"] / 1e3)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_latency_and_benchmark_record_their_settings():
+    net = _tiny()
+    lat = measure_latency(net, (3, 8, 8), "cpu", warmup=1, iters=3)
+    assert lat["batch_size"] == 1 and lat["ms"] > 0
+    b = benchmark(net, input_size=(3, 8, 8), batch_size=4, device="cpu", warmup=1, iters=2)
+    assert b["params"] == count_params(net) and b["flops"] == count_flops(net, (3, 8, 8))
+    assert b["train"]["batch_size"] == b["infer"]["batch_size"] == 4
+    assert b["latency"]["batch_size"] == 1 and b["torch"] == torch.__version__ and b["device_name"]
