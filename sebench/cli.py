@@ -190,7 +190,7 @@ def cmd_run(args) -> int:
         raise UserError("--jobs must be at least 1", where="--jobs")
     result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
                        overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
-                       progress=not args.no_progress)
+                       download=args.download, progress=not args.no_progress)
     print(f"\n{spec.name} [{profile}]: {len(result.finished)} finished now, {len(result.skipped)} already "
           f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
     print_failures(result)
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", help="data set file or folder (cifar10-jpeg archive, torchvision root, "
                                        "ImageNet root)")
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download CIFAR-10/100 or SVHN into --data-path")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=cmd_run)
 

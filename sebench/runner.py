@@ -147,7 +147,8 @@ def _worker_init(gpu: Optional[str]) -> None:
 
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
-              cache_dir: Optional[str] = None, progress: bool = True, log=print) -> SweepResult:
+              cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
+              log=print) -> SweepResult:
     rows, pending = plan(spec, profile, results, overrides)
     result = SweepResult()
     todo = []
@@ -168,7 +169,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     gpus = _visible_gpus() if device in ("auto", "cuda") and jobs > 1 else []
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
-                              progress=progress and jobs == 1) for r in todo]
+                              download=download, progress=progress and jobs == 1) for r in todo]
     start = time.time()
 
     def report(rc: RunConfig, outcome: str, detail: str) -> None:

@@ -56,7 +56,9 @@ class ModelCfg(_Strict):
 
 class DataCfg(_Strict):
     name: str = "cifar10-embedded"
-    train_subset: Optional[int] = Field(None, ge=1)  # first-N per split after a seeded shuffle
+    # Class-balanced subsets drawn with a fixed seed (the same images for every run seed, so paired
+    # comparisons stay paired); the data label records the sizes.
+    train_subset: Optional[int] = Field(None, ge=1)
     test_subset: Optional[int] = Field(None, ge=1)
     # crop_flip: random crop with 4-pixel padding + horizontal flip (He et al. CIFAR recipe);
     # rrc_flip: RandomResizedCrop(image_size) + flip, eval resize(image_size*8/7) + center crop (004's
@@ -86,6 +88,7 @@ class ExecutionCfg(_Strict):
     device: str = "auto"  # auto: cuda if available, else cpu
     threads: Optional[int] = Field(None, ge=1)  # CPU intra-op threads; None: all cores
     data_path: Optional[str] = None  # archive/root for datasets that need one
+    download: bool = False  # let torchvision download cifar10/cifar100/svhn into data_path
     cache_dir: Optional[str] = None
     num_workers: int = Field(2, ge=0)  # DataLoader workers for ImageFolder data
     progress: bool = True

@@ -188,7 +188,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int) ->
     seed_everything(cfg.seed)
     loaders = build_loaders(cfg.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                             device=device, seed=cfg.seed, path=ex.data_path, cache_dir=ex.cache_dir,
-                            num_workers=ex.num_workers)
+                            num_workers=ex.num_workers, download=ex.download)
     model = build_model(cfg.model.name, cfg.model.num_classes or loaders.num_classes, se=cfg.model.se,
                         se_stages=cfg.model.se_stages, **cfg.model.kwargs).to(device)
     if cfg.channels_last:

@@ -1,0 +1,91 @@
+"""The one entry point the training engine calls: a DataCfg in, train and test loaders out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from sebench.data.folder import folder_loaders
+from sebench.data.loader import ArrayLoader
+from sebench.data.registry import DatasetInfo, get_info, load_arrays, subset
+from sebench.data.sources import PATH_FIX
+from sebench.errors import UserError
+from sebench.spec import DataCfg
+
+# Subsets are drawn with a fixed seed, not the run's: every seed of an experiment then trains and tests on
+# the same images, so the "[train n, test m]" label names one data set and paired comparisons stay paired.
+SUBSET_SEED = 0
+
+
+class EpochIterable(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self): ...
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """Train and test batches plus what a result must record about the data.
+
+    `train`/`test` yield (images, labels) and have set_epoch(e) and len() (batches; per rank when
+    distributed). `label` is the data-variant string, with subset sizes when a subset is used.
+    """
+
+    train: EpochIterable
+    test: EpochIterable
+    info: DatasetInfo
+    num_classes: int
+    classes: list[str]
+    num_train: int
+    num_test: int
+    label: str
+
+
+def build_loaders(data_cfg: DataCfg, *, batch_size: int, eval_batch_size: int,
+                  device: str | torch.device, seed: int, path: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None, num_workers: int = 2,
+                  download: bool = False) -> Loaders:
+    """Loaders for `data_cfg`: 'array' data as ArrayLoaders on `device`, 'folder' data via DataLoaders.
+
+    `seed` drives the shuffling and augmentation (per epoch, see ArrayLoader); `path`, `cache_dir`,
+    `num_workers` and `download` come from the run's execution settings.
+    """
+    info = get_info(data_cfg.name)
+    subsetted = data_cfg.train_subset is not None or data_cfg.test_subset is not None
+    if info.kind == "folder":
+        if path is None:
+            raise UserError(f"dataset {info.name!r} needs the root of its folder tree", field="data.name",
+                            fix=PATH_FIX)
+        if data_cfg.augment != "rrc_flip":  # the folder pipeline is the ImageNet recipe and nothing else
+            raise UserError(f"augment {data_cfg.augment!r} is not available for folder data",
+                            field="data.augment", fix="use 'rrc_flip'")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        train, test, classes = folder_loaders(
+            path, batch_size=batch_size, eval_batch_size=eval_batch_size, workers=num_workers,
+            image_size=data_cfg.image_size or info.image_size, seed=seed, distributed=distributed,
+            train_subset=data_cfg.train_subset, test_subset=data_cfg.test_subset, subset_seed=SUBSET_SEED)
+        info = replace(info, label=f"ImageFolder({Path(path).expanduser().resolve().name})",
+                       num_classes=len(classes))
+        num_train, num_test = len(train.dataset), len(test.dataset)
+    else:
+        data = load_arrays(info.name, path=path, cache_dir=cache_dir, download=download)
+        if subsetted:
+            data = subset(data, train=data_cfg.train_subset, test=data_cfg.test_subset, seed=SUBSET_SEED)
+        info, classes = data.info, data.classes
+        common = dict(device=device, mean=info.mean, std=info.std, seed=seed, augment=data_cfg.augment,
+                      image_size=data_cfg.image_size)
+        # A last training batch of one image would break BatchNorm (a single value per channel): drop
+        # it in that case only, so every other data set keeps every image in every epoch.
+        lone_last = len(data.train_y) % batch_size == 1
+        train = ArrayLoader(data.train_x, data.train_y, batch_size=batch_size, train=True,
+                            drop_last=lone_last, **common)
+        test = ArrayLoader(data.test_x, data.test_y, batch_size=eval_batch_size, train=False, **common)
+        num_train, num_test = len(data.train_y), len(data.test_y)
+
+    label = f"{info.label} [train {num_train}, test {num_test}]" if subsetted else info.label
+    return Loaders(train=train, test=test, info=info, num_classes=len(classes), classes=classes,
+                   num_train=num_train, num_test=num_test, label=label)

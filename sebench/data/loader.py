@@ -1,0 +1,103 @@
+"""In-memory loader for small-image data (airbench style): the whole split lives on the device as one uint8
+tensor, and each batch is gathered, augmented and normalized there with batched tensor ops.
+
+Every random choice of an epoch (order, crops, flips) is drawn up front from a CPU generator seeded by
+(seed, epoch) alone. So epoch e yields exactly the same batches whether or not the run was resumed, on any
+device, and the draws do not touch (or depend on) the global RNG the model uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator, Literal, Sequence
+
+import torch
+
+from sebench.data.augment import crop_flip, resize, resize_center_crop, resized_crop_flip, rrc_params
+
+Augment = Literal["crop_flip", "rrc_flip", "none"]
+AUGMENTS: tuple[str, ...] = ("crop_flip", "rrc_flip", "none")
+CROP_PAD = 4  # He et al.'s CIFAR recipe: 4-pixel padding, random 32x32 crop
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for (seed, epoch); hashed, so distinct pairs never share a stream."""
+    digest = hashlib.sha256(f"sebench-data:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class ArrayLoader:
+    """Batches of (float32 normalized NCHW images, int64 labels), both on `device`.
+
+    train=True: shuffled and augmented per `augment`; train=False: in order, no randomness ('rrc_flip'
+    then means resize + centre crop, the other modes only the optional resize). `image_size` resizes the
+    output (None: native). Call set_epoch(e) before iterating epoch e.
+    """
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, *, batch_size: int, train: bool,
+                 device: str | torch.device, mean: Sequence[float], std: Sequence[float], seed: int,
+                 augment: Augment = "crop_flip", image_size: int | None = None, drop_last: bool = False):
+        if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4 or len(x_uint8) != len(y):
+            raise ValueError(f"expected uint8 images [N,C,H,W] and N labels, got {x_uint8.dtype} "
+                             f"{tuple(x_uint8.shape)} and {tuple(y.shape)}")
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.x = x_uint8.to(self.device).contiguous()
+        self.y = y.to(self.device, torch.int64)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.augment, self.drop_last = augment, drop_last
+        self.image_size = image_size if image_size is not None else self.x.shape[-1]
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        # (x/255 - mean)/std as one multiply-add on the raw 0..255 values
+        self._scale, self._shift = 1 / (255 * std_t), -mean_t / std_t
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.y), self.batch_size
+        if not self.train:
+            for s in range(0, len(self) * bs, bs):
+                yield self._finish(self._eval_view(self.x[s:s + bs].float())), self.y[s:s + bs]
+            return
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=g).to(self.device)
+        # Indexed by position in `order`, so the batch size does not shift the stream.
+        params = [t.to(self.device) for t in self._draw(n, g)]
+        for s in range(0, len(self) * bs, bs):
+            idx = order[s:s + bs]
+            yield self._finish(self._train_view(self.x[idx], *(t[s:s + bs] for t in params))), self.y[idx]
+
+    def _draw(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
+        _, _, h, w = self.x.shape
+        if self.augment == "crop_flip":
+            shifts = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), generator=g)
+            return [shifts[:, 0], shifts[:, 1], torch.rand(n, generator=g) < 0.5]
+        if self.augment == "rrc_flip":
+            boxes = rrc_params(n, h, w, g)
+            return [boxes, torch.rand(n, generator=g) < 0.5]
+        return []
+
+    def _train_view(self, xb: torch.Tensor, *p: torch.Tensor) -> torch.Tensor:
+        if self.augment == "crop_flip":
+            return resize(crop_flip(xb, *p, pad=CROP_PAD).float(), self.image_size)
+        if self.augment == "rrc_flip":
+            return resized_crop_flip(xb.float(), *p, size=self.image_size)
+        return resize(xb.float(), self.image_size)
+
+    def _eval_view(self, xb: torch.Tensor) -> torch.Tensor:
+        if self.augment == "rrc_flip":
+            return resize_center_crop(xb, self.image_size)
+        return resize(xb, self.image_size)
+
+    def _finish(self, xb: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self._shift, xb, self._scale)
