@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PROFILE ?= quick
-TABLE  ?= experiments/cifar10_se_vs_baseline.yaml
+TABLE  ?= cifar10_se_vs_baseline
+# Parallel runs. On this project's 2-core CPUs, 2 single-thread runs beat one 2-thread run; on a GPU
+# machine use the GPU count (each run gets one GPU).
+JOBS   ?= 2
+RESULTS ?= results
+RUN_ARGS ?=
 
-.PHONY: setup test test-fast models clean
+.PHONY: setup test test-fast models reproduce-table reproduce-all clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +29,22 @@ test-fast: setup
 
 models: setup
 	$(BIN)/sebench models
+
+# One table: run what is missing (resuming what was interrupted), consolidate, report. Extra options for
+# `sebench run` (e.g. RUN_ARGS="--data-path ~/data/cifar10") go in RUN_ARGS.
+reproduce-table: setup
+	$(BIN)/sebench run $(TABLE) --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS) $(RUN_ARGS)
+	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS)
+	$(BIN)/sebench report $(TABLE) --profile $(PROFILE) --results $(RESULTS)
+
+# Every spec; a spec whose data is not available here fails and the others go on (listed at the end).
+reproduce-all: setup
+	@failed=""; for spec in $$($(BIN)/sebench specs); do \
+	  $(BIN)/sebench run $$spec --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS) $(RUN_ARGS) \
+	    || failed="$$failed $$spec"; done; \
+	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS); \
+	$(BIN)/sebench report all --profile $(PROFILE) --results $(RESULTS); \
+	if [ -n "$$failed" ]; then echo "specs with failed runs:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

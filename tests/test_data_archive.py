@@ -123,19 +123,9 @@ def test_failed_cache_write_leaves_nothing(fake, tmp_path, monkeypatch):
     assert not any((tmp_path / "c").iterdir())
 
 
-@pytest.fixture(scope="session")
-def real_cache(tmp_path_factory) -> Path:
-    """$SEBENCH_CACHE when set (CI keeps it between tests), so the archive is decoded once per run."""
-    env = os.environ.get("SEBENCH_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("sebench-cache")
-
-
 @pytest.mark.integration
-def test_real_cifar10_jpeg_archive(real_cache):
-    path = os.environ.get("SEBENCH_CIFAR10_JPEG")
-    if not path:
-        pytest.skip("SEBENCH_CIFAR10_JPEG not set: point it at cifar10-jpeg.tar.xz to test the real archive")
-    d = load_arrays("cifar10-jpeg", path=path, cache_dir=real_cache)
+def test_real_cifar10_jpeg_archive(real_archive, real_cache):
+    d = load_arrays("cifar10-jpeg", path=real_archive, cache_dir=real_cache)
     assert d.train_x.shape == (50000, 3, 32, 32) and d.test_x.shape == (10000, 3, 32, 32)
     assert d.classes == list(archive.CIFAR10_CLASSES)
     assert torch.equal(torch.bincount(d.train_y), torch.full((10,), 5000))

@@ -1,0 +1,130 @@
+"""Our training loop vs the common reference loop, side by side in one process.
+
+Same model (CIFAR ResNet-20, same initial weights), same images (a class-balanced subset of the CIFAR-10
+JPEG mirror), same optimizer, schedule and number of epochs; only the input pipeline differs:
+
+* ours: the split as one uint8 tensor on the device, random crop (4-pixel zero padding), flip and
+  normalisation as batched tensor ops (sebench.data.ArrayLoader);
+* reference: a torchvision-style dataset of PIL images with RandomCrop(32, padding=4),
+  RandomHorizontalFlip, ToTensor, Normalize, and a DataLoader with 2 workers.
+
+Both train with sebench.engine.train_epoch and are evaluated on the same test images. The two arms
+alternate epoch by epoch (ours, reference, ours, ...) so that machine load affects both alike. The last
+line is `speedup: X.XXx` (median epoch time of the reference / ours).
+
+    python benchmarks/loader_vs_reference.py --archive ../shared/data/cifar10-jpeg.tar.xz
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from sebench.data import ArrayLoader, get_info, load_arrays, subset
+from sebench.engine import evaluate, train_epoch
+from sebench.engine.optim import build_optimizer, build_scheduler
+from sebench.models import build_model
+from sebench.spec import OptimCfg
+
+
+class PILDataset(Dataset):
+    """The reference pipeline's dataset: PIL images decoded once, transformed per item."""
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, transform):
+        self.images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x_uint8]
+        self.labels = y.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def reference_loaders(data, mean, std, batch_size, workers, seed):
+    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), transforms.Normalize(mean, std)])
+    test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(num_workers=workers, persistent_workers=workers > 0)
+    train = DataLoader(PILDataset(data.train_x, data.train_y, train_tf), batch_size=batch_size, shuffle=True,
+                       generator=g, **kw)
+    test = DataLoader(PILDataset(data.test_x, data.test_y, test_tf), batch_size=500, **kw)
+    return train, test
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archive", default=os.environ.get("SEBENCH_CIFAR10_JPEG"),
+                    help="cifar10-jpeg.tar.xz (default: $SEBENCH_CIFAR10_JPEG); without it the embedded subset")
+    ap.add_argument("--cache-dir", default=os.environ.get("SEBENCH_CACHE"))
+    ap.add_argument("--train", type=int, default=5000, help="training images (class-balanced subset)")
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in the main process")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    name = "cifar10-jpeg" if args.archive else "cifar10-embedded"
+    data = subset(load_arrays(name, path=args.archive, cache_dir=args.cache_dir),
+                  train=args.train, test=args.test, seed=0)
+    info = get_info(name)
+    print(f"data: {info.label}, {len(data.train_y)} train / {len(data.test_y)} test images; ResNet-20, "
+          f"batch {args.batch_size}, {args.epochs} epochs; torch {torch.__version__}, {args.threads} threads, "
+          f"reference DataLoader with {args.workers} workers; device cpu", flush=True)
+
+    torch.manual_seed(args.seed)
+    init = build_model("resnet20", 10)
+    optim_cfg = OptimCfg(lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="multistep", milestones=(0.5, 0.75))
+    ours_train = ArrayLoader(data.train_x, data.train_y, batch_size=args.batch_size, train=True, device="cpu",
+                             mean=info.mean, std=info.std, seed=args.seed)
+    ours_test = ArrayLoader(data.test_x, data.test_y, batch_size=500, train=False, device="cpu",
+                            mean=info.mean, std=info.std, seed=args.seed)
+    ref_train, ref_test = reference_loaders(data, info.mean, info.std, args.batch_size, args.workers, args.seed)
+
+    arms = {}
+    for arm, (train_loader, test_loader) in {"ours": (ours_train, ours_test),
+                                             "reference": (ref_train, ref_test)}.items():
+        model = copy.deepcopy(init)
+        opt = build_optimizer(model, optim_cfg)
+        arms[arm] = dict(model=model, opt=opt, sched=build_scheduler(opt, optim_cfg, args.epochs, len(train_loader)),
+                         train=train_loader, test=test_loader, times=[], err=None)
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(1, args.epochs + 1):
+        for arm, a in arms.items():
+            if hasattr(a["train"], "set_epoch"):
+                a["train"].set_epoch(epoch)
+            start = time.perf_counter()
+            stats = train_epoch(a["model"], a["train"], a["opt"], a["sched"], loss_fn=loss_fn)
+            a["times"].append(time.perf_counter() - start)
+            print(f"epoch {epoch} {arm:9s}: {a['times'][-1]:6.2f} s, train loss {stats['loss']:.3f}, "
+                  f"{stats['img_s']:.0f} img/s", flush=True)
+    for arm, a in arms.items():
+        a["err"] = evaluate(a["model"], a["test"])["top1_err"]
+    print()
+    for arm, a in arms.items():
+        print(f"{arm:9s}: median epoch {statistics.median(a['times']):6.2f} s "
+              f"(all: {', '.join(f'{t:.2f}' for t in a['times'])}), final test top-1 error {a['err']:.2f}%")
+    speedup = statistics.median(arms["reference"]["times"]) / statistics.median(arms["ours"]["times"])
+    print(f"accuracy difference (ours - reference, top-1 error): {arms['ours']['err'] - arms['reference']['err']:+.2f} "
+          "points (one seed: differences of a few points are noise at this length)")
+    print(f"speedup: {speedup:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
