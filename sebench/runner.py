@@ -1,19 +1,28 @@
 """Executes the runs a spec expands into: what is missing runs, what was interrupted resumes, what finished
 is skipped. Failures do not stop the sweep; they are listed at the end.
 
-Concurrency: each run directory is guarded by a lock file (created with O_EXCL), so two runners started
-on the same spec never execute the same run twice; a lock left by a dead process on this host is taken
-over. With `jobs > 1`, runs go to a pool of worker processes that split the CPU threads between them
-(or take one visible GPU each).
+Concurrency: each run directory is guarded by a lock file (created atomically with its content, by a
+hard link), so two runners started on the same spec never execute the same run twice; a lock left by a
+dead process on this host, or by an earlier attempt of the same SLURM job (requeued after preemption),
+is taken over. Checking and taking over happen under an flock of the run directory, so two runners on
+one host cannot both take over the same stale lock. With `jobs > 1`, runs go to a pool of worker
+processes that split the CPU threads between them, or take one visible GPU each (see assign_gpus).
+
+Data-parallel (the process group of torchrun or a SLURM task is initialised): every rank walks the same
+list of runs, which rank 0 plans and broadcasts; rank 0 takes each run's lock and tells the others
+whether to train it; only rank 0 logs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -22,6 +31,7 @@ from typing import Optional
 
 from sebench.errors import UserError
 from sebench.spec import ExecutionCfg, PendingRow, RunConfig, Spec, expand
+from sebench.store import check_writable
 from sebench.store import run_dir as store_run_dir
 
 LOCK_NAME = ".lock"
@@ -69,46 +79,152 @@ def plan(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = No
     return rows, pending
 
 
+# ---- cost estimate ----------------------------------------------------------------------------------------
+
+_CALIBRATION: dict[str, float] = {}
+_FLOPS: dict[tuple, int] = {}
+
+
+def _training_rate(device: str) -> float:
+    """Multiply-adds per second this device sustains in training (forward+backward), measured once per
+    process on a CIFAR ResNet-20 at batch 64: the estimate's only measured input."""
+    if device not in _CALIBRATION:
+        from sebench.bench import count_flops, measure_throughput
+        from sebench.models import build_model
+
+        model = build_model("resnet20")
+        img_s = measure_throughput(model, input_size=(3, 32, 32), batch_size=64, device=device, train=True,
+                                   warmup=1, iters=3)["img_s"]
+        _CALIBRATION[device] = img_s * count_flops(model, (3, 32, 32))
+    return _CALIBRATION[device]
+
+
+def resolve_device_name(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def estimate_seconds(rc: RunConfig, device: str = "auto") -> Optional[float]:
+    """Rough time for a run: epochs x (train images x model MACs / measured training rate, plus the test
+    pass at a third of the training cost per image). None when the data set's size is not fixed."""
+    from sebench.bench import count_flops
+    from sebench.data import get_info
+    from sebench.models import build_model
+
+    device = resolve_device_name(device)
+    info = get_info(rc.data.name)
+    if info.splits is None:
+        return None
+    n_train = min(info.splits[0], rc.data.train_subset or info.splits[0])
+    n_test = min(info.splits[1], rc.data.test_subset or info.splits[1])
+    size = rc.data.image_size or info.image_size
+    key = (rc.model.name, rc.model.se, rc.model.se_stages, size, tuple(sorted(rc.model.kwargs.items())))
+    if key not in _FLOPS:
+        model = build_model(rc.model.name, info.num_classes, se=rc.model.se, se_stages=rc.model.se_stages,
+                            **rc.model.kwargs)
+        _FLOPS[key] = count_flops(model, (3, size, size))
+    per_epoch = (n_train + n_test / 3) * _FLOPS[key] / _training_rate(device)
+    return rc.epochs * per_epoch
+
+
 # ---- lock files -------------------------------------------------------------------------------------
 
-def _lock_holder_alive(directory: Path) -> bool:
-    lock = directory / LOCK_NAME
+def _job_id() -> Optional[str]:
+    """The scheduler job this process belongs to (SLURM keeps the id when it requeues a job)."""
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def _read_lock(directory: Path) -> Optional[dict]:
     try:
-        holder = json.loads(lock.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
+        holder = json.loads((directory / LOCK_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _lock_holder_alive(directory: Path) -> bool:
+    holder = _read_lock(directory)
+    if holder is None:
+        return False  # written atomically, so unreadable means damaged, not half-written
+    job = _job_id()
+    if job is not None and holder.get("job") == job and holder.get("pid") != os.getpid():
+        return False  # an earlier attempt of this very SLURM job (preempted, now requeued)
     if holder.get("host") != socket.gethostname():
         return True  # another machine's process: trust its lock (remove it by hand if that job died)
     try:
         os.kill(int(holder["pid"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
+    except (ProcessLookupError, ValueError, KeyError, TypeError, OverflowError):
         return False
     except PermissionError:
         return True
     return True
 
 
-def acquire_lock(directory: Path) -> bool:
-    """Take the run's lock; False when a live process holds it. A stale lock (dead pid) is taken over."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / LOCK_NAME
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
-    for _ in range(2):
+@contextmanager
+def _directory_flock(directory: Path):
+    """Serialise lock decisions about one run directory among the processes of this host."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic link below still prevents double creation
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # e.g. NFS, which emulates flock with write locks: do without (see acquire_lock)
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _create_lock(lock: Path) -> bool:
+    """Create `lock` with its content in one step (False when it exists): written to a temp file, then
+    hard-linked into place, so no reader ever sees an empty lock file."""
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                         "job": _job_id()})
+    tmp = lock.with_name(f"{LOCK_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(record)
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: exclusive create, then write
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            if _lock_holder_alive(directory):
-                return False
-            # Stale: remove and retry once; if another runner wins that race, O_EXCL tells us.
-            lock.unlink(missing_ok=True)
-            continue
+            return False
         with os.fdopen(fd, "w") as f:
             f.write(record)
         return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def acquire_lock(directory: Path) -> bool:
+    """Take the run's lock; False when a live process holds it. A stale lock (dead pid on this host,
+    or an earlier attempt of this SLURM job) is taken over."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK_NAME
+    with _directory_flock(directory):
+        for _ in range(2):
+            if _create_lock(lock):
+                return True
+            if _lock_holder_alive(directory):
+                return False
+            lock.unlink(missing_ok=True)  # stale; a runner on another host may still win the retry
     return False
 
 
 def release_lock(directory: Path) -> None:
+    """Remove the run's lock if this process holds it (never another runner's)."""
+    holder = _read_lock(directory)
+    if holder is not None and (holder.get("pid"), holder.get("host")) != (os.getpid(), socket.gethostname()):
+        return
     (directory / LOCK_NAME).unlink(missing_ok=True)
 
 
@@ -120,13 +236,33 @@ def with_execution(rc: RunConfig, **execution) -> RunConfig:
 
 
 def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
-    """Run one config under its lock. Returns (run_id, outcome, detail); outcome is finished, failed or
-    locked. Runs in worker processes too, so it catches everything and reports it as data."""
-    from sebench.engine import RunFailed, fit
+    """Run one config under its lock. Returns (run_id, outcome, detail); outcome is finished, failed,
+    locked, or skipped (another runner finished it after this one planned). Runs in worker processes too,
+    so it catches everything and reports it as data.
 
+    In a process group (torchrun, multi-GPU SLURM task) every rank calls it: rank 0 takes the lock and
+    broadcasts whether to train. There only the outcomes every rank reaches together (finished, a failed
+    run, a UserError, which fit raises on every rank) are data; anything else ends this process, and the
+    launcher stops the others, instead of leaving them waiting in a collective.
+    """
+    from sebench.engine import RunFailed, distributed, fit
+
+    world = distributed.current()
     d = Path(directory)
-    if not acquire_lock(d):
+
+    def claim() -> str:
+        if not acquire_lock(d):
+            return "locked"
+        if run_status(d) == "finished":  # finished by another runner since this one planned
+            release_lock(d)
+            return "skipped"
+        return "ok"
+
+    claimed = distributed.on_main(claim, world)
+    if claimed == "locked":
         return rc.run_id, "locked", "another runner holds this run"
+    if claimed == "skipped":
+        return rc.run_id, "skipped", "finished by another runner meanwhile"
     try:
         summary = fit(rc, d)
         return rc.run_id, "finished", f"test top-1 err {summary['final_test_top1_err']:.2f}%"
@@ -135,9 +271,12 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
     except UserError as exc:
         return rc.run_id, "failed", exc.render()
     except Exception as exc:  # a bug or an environment problem in one run must not end the sweep
+        if world.distributed:
+            raise
         return rc.run_id, "failed", f"{type(exc).__name__}: {exc}"
     finally:
-        release_lock(d)
+        if world.is_main:
+            release_lock(d)
 
 
 def _worker_init(gpu: Optional[str]) -> None:
@@ -145,11 +284,71 @@ def _worker_init(gpu: Optional[str]) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
+def assign_gpus(jobs: int, gpus: list[str]) -> list[Optional[str]]:
+    """The GPU (a CUDA_VISIBLE_DEVICES entry) of each of `jobs` workers: worker j gets gpus[j], so each
+    run sees exactly one GPU as cuda:0. More workers than GPUs share them round-robin (with a warning);
+    no GPU: None (the worker keeps the environment as it is)."""
+    if not gpus:
+        return [None] * jobs
+    if jobs > len(gpus):
+        warnings.warn(f"--jobs {jobs} with {len(gpus)} GPU(s): {jobs - len(gpus)} worker(s) share a GPU",
+                      RuntimeWarning, stacklevel=2)
+    return [gpus[j % len(gpus)] for j in range(jobs)]
+
+
+def make_pools(jobs: int, gpus: list[str]) -> list[ProcessPoolExecutor]:
+    """One single-process pool per job (spawned, so CUDA starts fresh), each restricted to its GPU."""
+    ctx = get_context("spawn")
+    return [ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(gpu,))
+            for gpu in assign_gpus(jobs, gpus)]
+
+
+def check_data_parallel(runs: list[RunConfig], world_size: int, device: str = "auto",
+                        sync_bn: Optional[bool] = None, where: str = "--nproc") -> None:
+    """Before launching `world_size` processes per run: every run's batch must split evenly, and
+    SyncBatchNorm needs CUDA. (fit checks the same; checking first gives one line, not N failed ranks.)"""
+    if world_size <= 1:
+        return
+    bad = sorted({rc.batch_size for rc in runs if rc.batch_size % world_size})
+    if bad:
+        raise UserError(f"batch size(s) {bad} do not split evenly over {world_size} processes", where=where,
+                        field="batch_size", fix=f"use a process count that divides {bad[0]}, or another batch")
+    cpu = device == "cpu" or (device == "auto" and not _cuda_available())
+    if cpu and any(sync_bn or rc.execution.sync_bn for rc in runs):
+        raise UserError("SyncBatchNorm needs CUDA (PyTorch has no CPU kernel for it)", where=where,
+                        field="execution.sync_bn", fix="leave --sync-bn out for CPU runs")
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None
+              ) -> tuple[list[PlanRow], list[PlanRow], list[PendingRow]]:
+    """(all rows, rows to run, pending rows): missing, partial (resumes) and failed (retried: the cause
+    may have been fixed) runs are to run; finished and locked ones are not."""
+    rows, pending = plan(spec, profile, results, overrides)
+    return rows, [r for r in rows if r.status not in ("finished", "locked")], pending
+
+
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
-              log=print) -> SweepResult:
-    rows, pending = plan(spec, profile, results, overrides)
+              sync_bn: Optional[bool] = None, log=print) -> SweepResult:
+    from sebench.engine import distributed
+
+    world = distributed.current()
+    if world.distributed and jobs > 1:
+        raise UserError("--jobs runs several runs at once; a data-parallel launch runs one run on all its "
+                        "processes", where="--jobs", fix="use --jobs 1 with torchrun")
+    if not world.is_main:
+        log = _silent
+    # The store must take writes before anything trains (rank 0 checks; a UserError reaches every rank).
+    distributed.on_main(lambda: check_writable(store_run_dir(results, spec.name, "x").parent), world)
+    # Rank 0 plans, every rank follows that plan: a run finishing elsewhere in between cannot make the
+    # ranks disagree about what to train.
+    rows, pending = distributed.on_main(lambda: plan(spec, profile, results, overrides), world)
     result = SweepResult()
     todo = []
     for row in rows:
@@ -169,17 +368,21 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     gpus = _visible_gpus() if device in ("auto", "cuda") and jobs > 1 else []
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
-                              download=download, progress=progress and jobs == 1) for r in todo]
+                              download=download, progress=progress and jobs == 1, sync_bn=sync_bn)
+               for r in todo]
     start = time.time()
+    reported = [0]
 
     def report(rc: RunConfig, outcome: str, detail: str) -> None:
-        done = len(result.finished) + len(result.failed) + len(result.locked)
-        log(f"[{done}/{len(todo)}] {outcome:8s} {rc.run_id}  {_labels(rc.labels)} seed {rc.seed}: {detail}"
+        reported[0] += 1
+        log(f"[{reported[0]}/{len(todo)}] {outcome:8s} {rc.run_id}  {_labels(rc.labels)} seed {rc.seed}: {detail}"
             f"  ({time.time() - start:.0f}s elapsed)")
 
     def record(rc: RunConfig, outcome: str, detail: str) -> None:
         if outcome == "finished":
             result.finished.append(rc.run_id)
+        elif outcome == "skipped":
+            result.skipped.append(rc.run_id)
         elif outcome == "locked":
             result.locked.append(rc.run_id)
         else:
@@ -194,11 +397,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         return result
 
     # One process per job; with several GPUs each worker sees exactly one of them.
-    ctx = get_context("spawn")
-    pools = []
-    for j in range(jobs):
-        gpu = gpus[j % len(gpus)] if gpus else None
-        pools.append(ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(gpu,)))
+    pools = make_pools(jobs, gpus)
     try:
         futures = {}
         queue = list(zip(configs, todo))
@@ -233,6 +432,10 @@ def _visible_gpus() -> list[str]:
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [s.strip() for s in env.split(",")] if env else [str(i) for i in range(n)]
     return ids[:n]
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def _labels(labels: dict) -> str:

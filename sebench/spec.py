@@ -12,10 +12,12 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic_core import PydanticSerializationError
 
 from sebench.errors import UserError, choice_error
 from sebench.layers.se import GateName, SEConfig, Squeeze, Variant
@@ -43,7 +45,9 @@ class ModelCfg(_Strict):
     se: Optional[SEConfig] = None
     se_stages: Optional[tuple[int, ...]] = None  # None: every stage
     surgery: Optional[SurgeryCfg] = None  # SE after convs, on top of (usually instead of) `se`
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # extra constructor options (e.g. stride_in)
+    # Extra constructor options (e.g. stride_in). JSON values only: they are hashed into the run id, and
+    # YAML's !!binary, !!set or dates have no single JSON form.
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
 
     @field_validator("se", mode="before")
     @classmethod
@@ -94,6 +98,9 @@ class ExecutionCfg(_Strict):
     progress: bool = True
     compile: bool = False  # torch.compile (same numbers up to float tolerance)
     deterministic: bool = True  # deterministic algorithms where the device allows
+    # Data-parallel runs (torchrun, SLURM with several GPUs): BatchNorm statistics over the global batch
+    # (SyncBatchNorm, CUDA only) instead of each process's share of it.
+    sync_bn: bool = False
 
 
 class BenchmarkCfg(_Strict):
@@ -114,7 +121,7 @@ class RunConfig(_Strict):
     epochs: int = Field(..., ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**63)  # torch.manual_seed takes 64 bits
     amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only; ignored (and recorded) on CPU
     channels_last: bool = False
     benchmark: BenchmarkCfg = Field(default_factory=BenchmarkCfg)
@@ -175,8 +182,12 @@ class Profile(_Strict):
     sweep: dict[str, list[SweepValue]] = Field(default_factory=dict)
 
 
+# Names that become folders of the store (experiment = spec name; profile names): one path component.
+SAFE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*$"
+
+
 class Spec(_Strict):
-    name: str
+    name: str = Field(..., pattern=SAFE_NAME)
     title: str
     source: list[SourceRef] = Field(..., min_length=1)
     description: str = ""
@@ -184,8 +195,25 @@ class Spec(_Strict):
     base: dict[str, Any]
     seeds: list[int] = Field(..., min_length=1)
     sweep: list[SweepAxis] = Field(default_factory=list)
-    profiles: dict[str, Profile] = Field(..., min_length=1)
+    profiles: dict[Annotated[str, Field(pattern=SAFE_NAME)], Profile] = Field(..., min_length=1)
+    slurm: Optional[SlurmCfg] = None  # defaults for --launcher slurm
     path: str = ""  # the file it came from (set by load_spec)
+
+
+class SlurmCfg(_Strict):
+    """Where `sebench run --launcher slurm` submits (CLI options override these). One array task per run;
+    a run gets nodes x gpus_per_node processes (data-parallel when more than one)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: int = Field(24 * 60, ge=1)  # minutes per job (a preempted or timed-out job requeues and resumes)
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(1, ge=0)
+    cpus_per_task: Optional[int] = Field(None, ge=1)
+    mem_gb: Optional[int] = Field(None, ge=1)
+    constraint: Optional[str] = None
+    array_parallelism: int = Field(64, ge=1)  # array tasks running at once
 
 
 class PendingRow(BaseModel):
@@ -205,7 +233,16 @@ def _yaml_load(path: Path, where: str) -> dict:
     if not path.is_file():
         raise UserError(f"spec file not found: {path}", where=where)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", where=str(path),
+                        fix="save the spec as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the spec ({exc.strerror or exc})", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError("the YAML is nested too deeply", where=str(path), fix="flatten the spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -216,7 +253,36 @@ def _yaml_load(path: Path, where: str) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"a spec must be a mapping of keys, got {type(data).__name__}", where=str(path))
+    _check_keys(data, str(path))
     return data
+
+
+MAX_DEPTH = 50  # no spec needs more; deeper documents are refused before anything recurses over them
+MAX_VALUES = 100_000  # values after YAML aliases are expanded (a few thousand in the largest spec)
+
+
+def _check_keys(node: Any, where: str, at: tuple = (), depth: int = 0, budget: Optional[list] = None) -> None:
+    """Every mapping key is text, nesting stays shallow and aliases do not expand into millions of values
+    (a "billion laughs" document). YAML reads `1:`, `null:` and (YAML 1.1) `yes:`/`no:`/`on:`/`off:` as
+    other types, which no spec field can be."""
+    budget = budget if budget is not None else [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise UserError(f"the YAML expands to more than {MAX_VALUES} values (through aliases?)", where=where,
+                        fix="write the spec without repeated aliases")
+    if depth > MAX_DEPTH:
+        raise UserError(f"the YAML is nested more than {MAX_DEPTH} levels deep", where=where,
+                        field=".".join(map(str, at[:5])) + "...", fix="flatten the spec")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not isinstance(k, str):
+                raise UserError(f"key {k!r} is a {type(k).__name__}, not text", where=where,
+                                field=".".join(map(str, at)) or None,
+                                fix="quote it (YAML reads 1, null, yes/no and on/off as other types)")
+            _check_keys(v, where, (*at, k), depth + 1, budget)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_keys(v, where, (*at, i), depth + 1, budget)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -263,6 +329,18 @@ def _read_with_includes(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     return deep_merge(merged, data)
 
 
+def _check_store_names(data: dict, where: str) -> None:
+    """The spec's name and its profile names become folders of the store (results/runs/<name>/,
+    results/<profile>/): each must be one plain path component, so no spec writes outside the store."""
+    names = [("name", data.get("name"))]
+    if isinstance(data.get("profiles"), dict):
+        names += [(f"profiles.{k}", k) for k in data["profiles"]]
+    for field, value in names:
+        if isinstance(value, str) and not re.fullmatch(SAFE_NAME, value):
+            raise UserError(f"{value!r} cannot name a folder of the store", where=where, field=field,
+                            fix="use letters, digits and _ . + = - (not starting with '.' or '-'), no '/'")
+
+
 def _pydantic_error(exc: ValidationError, where: str, root: type[BaseModel]) -> UserError:
     """The first validation error as one UserError: the field's dotted path, and for an unknown key the
     keys that are allowed there."""
@@ -300,18 +378,34 @@ def load_spec(path: str | Path) -> Spec:
     data.setdefault("name", path.stem)
     if isinstance(data.get("source"), dict):
         data["source"] = [data["source"]]
+    if "path" in data:  # set by the loader, not by the spec
+        raise UserError(f"unknown key (allowed: {', '.join(sorted(_SPEC_KEYS))})", where=str(path), field="path")
+    _check_store_names(data, str(path))
     try:
-        spec = Spec(**data, path=str(path))
+        spec = Spec.model_validate({**data, "path": str(path)})
     except ValidationError as exc:
         raise _pydantic_error(exc, str(path), Spec) from None
     axes = [a.axis for a in spec.sweep]
     if len(set(axes)) != len(axes):
         raise UserError(f"sweep axes repeat: {axes}", where=str(path), field="sweep")
+    value_lists = [(f"sweep.{a.axis}", a.values) for a in spec.sweep] + [
+        (f"profiles.{pname}.sweep.{axis}", values) for pname, prof in spec.profiles.items()
+        for axis, values in prof.sweep.items()]
+    for field, values in value_lists:
+        labels = [v.label for v in values]
+        if len(set(labels)) != len(labels):
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            raise UserError(f"labels repeat in one axis: {twice}", where=str(path), field=field,
+                            fix="give every value of an axis its own label")
     for pname, prof in spec.profiles.items():
         unknown = set(prof.sweep) - set(axes)
         if unknown:
             raise UserError(f"profile {pname!r} replaces unknown sweep axis {sorted(unknown)}", where=str(path),
                             field=f"profiles.{pname}.sweep", fix=f"axes: {', '.join(axes) or 'none'}")
+        empty = sorted(axis for axis, values in prof.sweep.items() if not values)
+        if empty:
+            raise UserError(f"profile {pname!r} replaces axis {empty} with no values", where=str(path),
+                            field=f"profiles.{pname}.sweep", fix="give at least one value, or leave the axis out")
         expand(spec, pname)  # validates every run of every profile
     return spec
 
@@ -350,6 +444,14 @@ def expand(spec: Spec, profile: str, overrides: Optional[dict[str, Any]] = None
         where = f"{spec.path} (profile {profile!r}, {', '.join(f'{k}={v}' for k, v in labels.items()) or 'base'})"
         for seed in seeds:
             runs.append(_run_config(cfg, spec.name, profile, labels, seed, where))
+    seen: dict[str, RunConfig] = {}
+    for rc in runs:
+        other = seen.setdefault(rc.run_id, rc)
+        if other is not rc:  # two rows that would train the same thing (and share one run directory)
+            raise UserError(f"rows {dict(other.labels)} and {dict(rc.labels)} (seed {rc.seed}) make the same "
+                            "run", where=f"{spec.path} (profile {profile!r})", field="sweep",
+                            fix="make their settings differ, or drop one (a --set of the axis's key also "
+                                "makes them equal)")
     return runs, pending
 
 
@@ -359,8 +461,11 @@ def _run_config(cfg: dict, experiment: str, profile: str, labels: dict, seed: in
             raise UserError(f"'{key}' is set by the spec itself, not in base/set", where=where, field=key)
     try:
         rc = RunConfig(**cfg, experiment=experiment, profile=profile, labels=labels, seed=seed)
+        rc.run_id  # noqa: B018  (hashes the JSON form: a value without one fails here, not in the runner)
     except ValidationError as exc:
         raise _pydantic_error(exc, where, RunConfig) from None
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise UserError(f"a value has no JSON form ({exc})", where=where) from None
     _check_buildable(rc, where)
     return rc
 
@@ -387,6 +492,18 @@ def _check_buildable(rc: RunConfig, where: str) -> None:
         if bad or not rc.model.se_stages:
             raise UserError(f"{rc.model.name} has no stage(s) {bad or '(empty list)'}", where=where,
                             field="model.se_stages", fix=f"allowed: {', '.join(map(str, allowed))}")
+
+
+def find_spec(name_or_path: str, folder: str | Path = "experiments") -> Path:
+    """A spec file from its path or its name (`cifar10_se_vs_baseline` -> experiments/<name>.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = Path(folder) / f"{path.stem}.yaml"
+    if path.suffix in ("", ".yaml") and candidate.is_file() and len(path.parts) == 1:
+        return candidate
+    names = ", ".join(p.stem for p in list_specs(folder)) or f"none in {folder}/"
+    raise UserError(f"spec not found: {name_or_path}", where=str(name_or_path), fix=f"specs: {names}")
 
 
 def list_specs(folder: str | Path = "experiments") -> list[Path]:

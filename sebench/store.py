@@ -24,6 +24,23 @@ def run_dir(root: PathLike, experiment: str, run_id: str) -> Path:
     return Path(root) / "runs" / experiment / run_id
 
 
+def check_writable(directory: PathLike) -> Path:
+    """Create `directory` (with its parents) and prove that a file can be written in it, before any work
+    starts; a UserError naming the folder otherwise (a read-only mount, a file where a folder should be,
+    missing permissions, a full disk)."""
+    directory = Path(directory)
+    probe = directory / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot write to the results folder ({reason})", where=str(directory),
+                        fix="choose another --results folder, or make this one writable") from None
+    return directory
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable (POSIX); directories cannot be opened for fsync on Windows."""
     if os.name != "posix":
@@ -132,9 +149,9 @@ RUN_COLUMNS = [
     "experiment", "run_id", "profile", "status", "model", "se", "se_stages", "surgery", "dataset", "seed",
     "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err", "final_test_loss",
     "final_train_loss", "params", "flops", "input_size", "train_img_s", "infer_img_s", "infer_batch_size",
-    "device", "device_name", "threads", "amp", "channels_last", "wall_s", "torch", "timm", "git_commit",
-    "time", "reason",
-]
+    "device", "device_name", "threads", "world_size", "amp", "channels_last", "wall_s", "torch", "timm",
+    "git_commit", "time", "reason",
+]  # world_size: processes of a data-parallel run (train_img_s is their total); empty for older runs
 
 
 def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:

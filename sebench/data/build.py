@@ -48,12 +48,17 @@ class Loaders:
 def build_loaders(data_cfg: DataCfg, *, batch_size: int, eval_batch_size: int,
                   device: str | torch.device, seed: int, path: str | os.PathLike | None = None,
                   cache_dir: str | os.PathLike | None = None, num_workers: int = 2,
-                  download: bool = False) -> Loaders:
+                  download: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
     """Loaders for `data_cfg`: 'array' data as ArrayLoaders on `device`, 'folder' data via DataLoaders.
 
     `seed` drives the shuffling and augmentation (per epoch, see ArrayLoader); `path`, `cache_dir`,
-    `num_workers` and `download` come from the run's execution settings.
+    `num_workers` and `download` come from the run's execution settings. `batch_size` is the global
+    batch: with `world_size` > 1 processes, this one (`rank`) loads its share of every batch
+    (batch_size / world_size training images; the folder pipeline needs an initialised process group).
     """
+    if world_size > 1 and batch_size % world_size:
+        raise UserError(f"the batch of {batch_size} does not split evenly over {world_size} processes",
+                        field="batch_size", fix=f"use a multiple of {world_size}, or another process count")
     info = get_info(data_cfg.name)
     subsetted = data_cfg.train_subset is not None or data_cfg.test_subset is not None
     if info.kind == "folder":
@@ -63,9 +68,12 @@ def build_loaders(data_cfg: DataCfg, *, batch_size: int, eval_batch_size: int,
         if data_cfg.augment != "rrc_flip":  # the folder pipeline is the ImageNet recipe and nothing else
             raise UserError(f"augment {data_cfg.augment!r} is not available for folder data",
                             field="data.augment", fix="use 'rrc_flip'")
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        # The folder sampler interleaves ranks (rank r takes every world_size-th position), so rank r's
+        # batch s of batch_size / world_size images together with the other ranks' is global batch s.
+        distributed = world_size > 1
         train, test, classes = folder_loaders(
-            path, batch_size=batch_size, eval_batch_size=eval_batch_size, workers=num_workers,
+            path, batch_size=batch_size // world_size, eval_batch_size=-(-eval_batch_size // world_size),
+            workers=num_workers,
             image_size=data_cfg.image_size or info.image_size, seed=seed, distributed=distributed,
             train_subset=data_cfg.train_subset, test_subset=data_cfg.test_subset, subset_seed=SUBSET_SEED)
         info = replace(info, label=f"ImageFolder({Path(path).expanduser().resolve().name})",
@@ -77,12 +85,12 @@ def build_loaders(data_cfg: DataCfg, *, batch_size: int, eval_batch_size: int,
             data = subset(data, train=data_cfg.train_subset, test=data_cfg.test_subset, seed=SUBSET_SEED)
         info, classes = data.info, data.classes
         common = dict(device=device, mean=info.mean, std=info.std, seed=seed, augment=data_cfg.augment,
-                      image_size=data_cfg.image_size)
-        # A last training batch of one image would break BatchNorm (a single value per channel): drop
-        # it in that case only, so every other data set keeps every image in every epoch.
-        lone_last = len(data.train_y) % batch_size == 1
-        train = ArrayLoader(data.train_x, data.train_y, batch_size=batch_size, train=True,
-                            drop_last=lone_last, **common)
+                      image_size=data_cfg.image_size, rank=rank, world_size=world_size)
+        # A last training batch of one image (per process) would break BatchNorm (a single value per
+        # channel): drop it in that case only (min_last=2), so every other data set keeps every image in
+        # every epoch (with several processes, up to world_size - 1 images of the last batch are cut).
+        train = ArrayLoader(data.train_x, data.train_y, batch_size=batch_size, train=True, min_last=2,
+                            **common)
         test = ArrayLoader(data.test_x, data.test_y, batch_size=eval_batch_size, train=False, **common)
         num_train, num_test = len(data.train_y), len(data.test_y)
 

@@ -4,6 +4,12 @@ tensor, and each batch is gathered, augmented and normalized there with batched 
 Every random choice of an epoch (order, crops, flips) is drawn up front from a CPU generator seeded by
 (seed, epoch) alone. So epoch e yields exactly the same batches whether or not the run was resumed, on any
 device, and the draws do not touch (or depend on) the global RNG the model uses.
+
+Data-parallel runs shard by rank: every rank draws the same (seed, epoch) order and augmentation
+parameters, and rank r takes the r-th contiguous slice of each global batch (batch_size is the global
+batch, batch_size / world_size images per rank). The union of the ranks' batches at a step is the
+single-process batch, image for image. Test batches are sliced the same way (unequal or empty slices are
+fine there: evaluation sums counts across ranks).
 """
 
 from __future__ import annotations
@@ -32,11 +38,17 @@ class ArrayLoader:
     train=True: shuffled and augmented per `augment`; train=False: in order, no randomness ('rrc_flip'
     then means resize + centre crop, the other modes only the optional resize). `image_size` resizes the
     output (None: native). Call set_epoch(e) before iterating epoch e.
+
+    A last training batch smaller than batch_size is dropped with `drop_last`, or when it would give a
+    rank fewer than `min_last` images; with several ranks it is cut to a multiple of world_size (the
+    images cut are the last of that epoch's random order), so every rank takes the same number of images
+    and DDP's mean of the ranks' mean gradients is the global batch's mean gradient.
     """
 
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, *, batch_size: int, train: bool,
                  device: str | torch.device, mean: Sequence[float], std: Sequence[float], seed: int,
-                 augment: Augment = "crop_flip", image_size: int | None = None, drop_last: bool = False):
+                 augment: Augment = "crop_flip", image_size: int | None = None, drop_last: bool = False,
+                 min_last: int = 1, rank: int = 0, world_size: int = 1):
         if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4 or len(x_uint8) != len(y):
             raise ValueError(f"expected uint8 images [N,C,H,W] and N labels, got {x_uint8.dtype} "
                              f"{tuple(x_uint8.shape)} and {tuple(y.shape)}")
@@ -44,6 +56,11 @@ class ArrayLoader:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        if train and batch_size % world_size:
+            raise ValueError(f"the global batch of {batch_size} does not split over {world_size} processes")
+        self.rank, self.world_size, self.min_last = rank, world_size, max(1, min_last)
         self.device = torch.device(device)
         self.x = x_uint8.to(self.device).contiguous()
         self.y = y.to(self.device, torch.int64)
@@ -60,22 +77,46 @@ class ArrayLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Batches per epoch: global steps for training (the same on every rank), this rank's non-empty
+        slices for evaluation."""
+        return len(self._spans())
+
+    def _global_spans(self) -> list[tuple[int, int]]:
+        """[start, end) positions of each global batch (in the epoch's order when training)."""
+        n, bs, w = len(self.y), self.batch_size, self.world_size
+        spans = [(s, min(s + bs, n)) for s in range(0, n, bs)]
+        if self.train and spans and spans[-1][1] - spans[-1][0] < bs:
+            lo, hi = spans.pop()
+            keep = (hi - lo) - (hi - lo) % w
+            if not self.drop_last and keep >= self.min_last * w:
+                spans.append((lo, lo + keep))
+        return spans
+
+    def _spans(self) -> list[tuple[int, int]]:
+        """This rank's [start, end) positions per batch: the rank-th contiguous slice of each global
+        batch (empty evaluation slices left out)."""
+        out = []
+        for lo, hi in self._global_spans():
+            base, extra = divmod(hi - lo, self.world_size)
+            start = lo + self.rank * base + min(self.rank, extra)
+            end = start + base + (self.rank < extra)
+            if end > start or self.train:
+                out.append((start, end))
+        return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = len(self.y), self.batch_size
+        n = len(self.y)
         if not self.train:
-            for s in range(0, len(self) * bs, bs):
-                yield self._finish(self._eval_view(self.x[s:s + bs].float())), self.y[s:s + bs]
+            for s, e in self._spans():
+                yield self._finish(self._eval_view(self.x[s:e].float())), self.y[s:e]
             return
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(n, generator=g).to(self.device)
-        # Indexed by position in `order`, so the batch size does not shift the stream.
+        # Indexed by position in `order`, so neither the batch size nor the rank shifts the stream.
         params = [t.to(self.device) for t in self._draw(n, g)]
-        for s in range(0, len(self) * bs, bs):
-            idx = order[s:s + bs]
-            yield self._finish(self._train_view(self.x[idx], *(t[s:s + bs] for t in params))), self.y[idx]
+        for s, e in self._spans():
+            idx = order[s:e]
+            yield self._finish(self._train_view(self.x[idx], *(t[s:e] for t in params))), self.y[idx]
 
     def _draw(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
         _, _, h, w = self.x.shape

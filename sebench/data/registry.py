@@ -30,6 +30,7 @@ class DatasetInfo:
     std: Triple
     needs_path: bool
     description: str
+    splits: tuple[int, int] | None = None  # (train, test) images, where fixed; for cost estimates
 
 
 # The JPEG mirror's statistics are measured on its own decoded training set: they differ slightly from the
@@ -40,16 +41,16 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("cifar10", "CIFAR-10", 10, 32, "array", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                False, "CIFAR-10 through torchvision (original lossless pixels); root = the data path"),
+                False, "CIFAR-10 through torchvision (original lossless pixels); root = the data path", (50000, 10000)),
     DatasetInfo("cifar100", "CIFAR-100", 100, 32, "array", (0.5071, 0.4865, 0.4409),
-                (0.2673, 0.2564, 0.2762), False, "CIFAR-100 (fine labels) through torchvision"),
+                (0.2673, 0.2564, 0.2762), False, "CIFAR-100 (fine labels) through torchvision", (50000, 10000)),
     DatasetInfo("svhn", "SVHN", 10, 32, "array", (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                False, "SVHN train/test (no extra split) through torchvision; needs scipy"),
+                False, "SVHN train/test (no extra split) through torchvision; needs scipy", (73257, 26032)),
     DatasetInfo("cifar10-jpeg", "CIFAR-10 (JPEG q75 mirror)", 10, 32, "array", _JPEG_MEAN, _JPEG_STD, True,
-                "CIFAR-10 re-encoded as JPEG q75, from the ImageFolder archive cifar10-jpeg.tar.xz"),
+                "CIFAR-10 re-encoded as JPEG q75, from the ImageFolder archive cifar10-jpeg.tar.xz", (50000, 10000)),
     DatasetInfo("cifar10-embedded", "CIFAR-10 (JPEG q75 mirror, embedded subset)", 10, 32, "array",
                 _JPEG_MEAN, _JPEG_STD, False,
-                "500 train + 100 test images per class of the JPEG mirror, shipped with the package"),
+                "500 train + 100 test images per class of the JPEG mirror, shipped with the package", (5000, 1000)),
     DatasetInfo("synthetic", "synthetic", 10, 32, "array", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), False,
                 "seeded class patterns plus noise, for tests (sizes set by load options)"),
     DatasetInfo("imagefolder", "ImageFolder", None, 224, "folder", _IMAGENET_MEAN, _IMAGENET_STD, True,

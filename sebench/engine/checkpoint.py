@@ -4,6 +4,10 @@
 ``ckpt/prev.pt`` (by rename), so a checkpoint torn by a crash or a full disk costs one epoch, not the run.
 Files hold only tensors and plain Python values (RNG states included), so they load with
 ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled code.
+
+Data-parallel runs: rank 0 writes the checkpoint (the model and optimizer are the same on every rank)
+with every rank's RNG state under ``rng_ranks``; on resume rank 0 picks the file (load_latest) and the
+other ranks read that same file (`read`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ def save_checkpoint(ckpt_dir: Path, state: dict) -> Path:
     return path
 
 
+def read(path: Path) -> Optional[dict]:
+    """The checkpoint at `path`, or None (with a warning) if it is unreadable."""
+    return _read(Path(path))
+
+
 def _read(path: Path) -> Optional[dict]:
     """The checkpoint at `path`, or None (with a warning) if it is truncated or otherwise unreadable."""
     try:
@@ -79,6 +88,11 @@ def load_latest(ckpt_dir: Path, run_id: str) -> Optional[dict]:
 
     A checkpoint of another run (its run_id differs) means the directory is shared by mistake: UserError.
     """
+    return latest(ckpt_dir, run_id)[0]
+
+
+def latest(ckpt_dir: Path, run_id: str) -> tuple[Optional[dict], Optional[Path]]:
+    """load_latest's checkpoint and the file it came from ((None, None) when there is none)."""
     ckpt_dir = Path(ckpt_dir)
     for orphan in ckpt_dir.glob(f".{LAST}.*.tmp"):  # a write that a kill interrupted
         orphan.unlink(missing_ok=True)
@@ -92,9 +106,9 @@ def load_latest(ckpt_dir: Path, run_id: str) -> Optional[dict]:
                             where=str(path), field="run_id",
                             fix="point the run at its own directory, or delete this checkpoint")
         if path.name == PREV:
-            warnings.warn(f"resuming from {path} (epoch {state['epoch']})", RuntimeWarning, stacklevel=2)
-        return state
+            warnings.warn(f"resuming from {path} (epoch {state['epoch']})", RuntimeWarning, stacklevel=3)
+        return state, path
     if candidates:
         raise UserError("no readable checkpoint (last.pt and prev.pt are both damaged)", where=str(ckpt_dir),
                         fix="delete the ckpt directory to restart this run from epoch 1")
-    return None
+    return None, None

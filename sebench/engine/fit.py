@@ -12,6 +12,13 @@ the newest readable checkpoint, the loader's randomness depends only on (seed, e
 after the checkpoint's epoch are dropped. On CPU with deterministic settings a run killed after epoch k
 ends bitwise equal to one never interrupted. A metrics line is appended before its checkpoint, so a kill
 between the two only repeats that epoch.
+
+Data-parallel (launched by torchrun, `sebench run --launcher torchrun`, or a multi-GPU SLURM task): the
+same function runs in every process of the initialised process group; see engine/distributed.py. The
+model is wrapped in DDP (optionally with SyncBatchNorm), each rank loads its share of every global
+batch, evaluation sums over ranks, and only rank 0 writes the run directory. Decisions that read the
+store are taken by rank 0 and broadcast. A checkpoint holds every rank's RNG state, so a data-parallel
+run killed and resumed with the same process count is exact too.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from tqdm import tqdm
 
 from sebench.bench import count_flops, count_params, measure_throughput
 from sebench.data import build_loaders
-from sebench.engine import checkpoint
+from sebench.engine import checkpoint, distributed
+from sebench.engine.distributed import World
 from sebench.engine.env import available_cpus, collect_env, now_iso
 from sebench.engine.loop import RunFailed, evaluate, train_epoch
 from sebench.engine.optim import build_optimizer, build_scheduler
@@ -49,21 +57,30 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_DETERMINISTIC = ":4096:8"
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when present, else CPU; an unusable explicit choice is the user's to fix."""
+def resolve_device(name: str, world: Optional[World] = None) -> torch.device:
+    """'auto' is CUDA when present, else CPU; an unusable explicit choice is the user's to fix. In a
+    data-parallel run each process takes the GPU of its local rank."""
+    world = world or World()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}", field="execution.device",
-                        fix="use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was requested but is not available", field="execution.device",
-                        fix="use 'auto' or 'cpu'")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"there is no {device}: {torch.cuda.device_count()} CUDA device(s) visible",
-                        field="execution.device", fix="use 'cuda' or a smaller index")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"unknown device {name!r}", field="execution.device",
+                            fix="use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("CUDA was requested but is not available", field="execution.device",
+                            fix="use 'auto' or 'cpu'")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"there is no {device}: {torch.cuda.device_count()} CUDA device(s) visible",
+                            field="execution.device", fix="use 'cuda' or a smaller index")
+    if world.distributed and device.type == "cuda":
+        if device.index is not None:
+            raise UserError(f"{name!r} names one GPU, but each process of a data-parallel run takes the GPU "
+                            "of its LOCAL_RANK", field="execution.device", fix="use 'cuda' or 'auto'")
+        device = torch.device("cuda", distributed.cuda_index(world))
+        torch.cuda.set_device(device)
     return device
 
 
@@ -74,7 +91,8 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def process_settings(execution: ExecutionCfg, device: torch.device) -> Iterator[int]:
+def process_settings(execution: ExecutionCfg, device: torch.device,
+                     default_threads: Optional[int] = None) -> Iterator[int]:
     """Threads and determinism for the run; the caller's settings come back afterwards.
 
     CUBLAS_WORKSPACE_CONFIG is read by cuBLAS when this process creates its first handle, so setting it
@@ -84,7 +102,7 @@ def process_settings(execution: ExecutionCfg, device: torch.device) -> Iterator[
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
              torch.backends.cudnn.deterministic)
-    threads = execution.threads or available_cpus()
+    threads = execution.threads or default_threads or available_cpus()
     torch.set_num_threads(threads)
     if execution.deterministic:
         if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
@@ -125,6 +143,19 @@ def _check_supported(cfg: RunConfig) -> None:
         # Training the plain network under an SE label would publish wrong numbers: refuse instead.
         raise UserError("SE surgery (model.surgery) is not applied by this version of the engine",
                         field="model.surgery", fix="remove it, or use a model with built-in SE (model.se)")
+
+
+def _check_distributed(cfg: RunConfig, world: World, device: torch.device) -> None:
+    """What a data-parallel run needs (the same answer on every rank: it depends on cfg and world only)."""
+    if not world.distributed:
+        return
+    if cfg.batch_size % world.size:
+        raise UserError(f"the global batch of {cfg.batch_size} does not split evenly over {world.size} "
+                        "processes", field="batch_size",
+                        fix=f"use a batch size divisible by {world.size}, or another process count")
+    if cfg.execution.sync_bn and device.type != "cuda":
+        raise UserError("SyncBatchNorm needs CUDA (PyTorch has no CPU kernel for it)", field="execution.sync_bn",
+                        fix="turn it off for CPU runs: each process then normalises with its share of the batch")
 
 
 def _input_size(model: nn.Module, data: DataCfg, native_size: int) -> tuple[int, int, int]:
@@ -171,37 +202,88 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
 
     A run whose summary says finished is returned without training. A NaN/inf loss writes a 'failed'
     summary (epoch, reason) and raises RunFailed; calling fit again retries from the last checkpoint.
+    Inside an initialised process group every rank calls fit and gets the same summary back.
     """
+    world = distributed.current()
     run_dir = Path(run_dir)
-    finished = _finished_summary(run_dir / "summary.json", cfg.run_id)
+    finished = distributed.on_main(lambda: _finished_summary(run_dir / "summary.json", cfg.run_id), world)
     if finished is not None:
         return finished
     _check_supported(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.execution.device)
-    with process_settings(cfg.execution, device) as threads:
-        return _train(cfg, run_dir, device, threads)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.execution.device, world)
+    _check_distributed(cfg, world, device)
+    default_threads = max(1, available_cpus() // world.local_size) if world.distributed else None
+    with process_settings(cfg.execution, device, default_threads) as threads:
+        return _train(cfg, run_dir, device, threads, world)
 
 
-def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int) -> dict:
+def _load_state(ckpt_dir: Path, run_id: str, world: World, device: torch.device) -> Optional[dict]:
+    """The checkpoint to resume from: rank 0 picks the newest readable file (see checkpoint.latest) and
+    every other rank reads that same file."""
+    if not world.distributed:
+        return checkpoint.load_latest(ckpt_dir, run_id)
+    picked: dict = {}
+
+    def pick() -> Optional[str]:
+        picked["state"], path = checkpoint.latest(ckpt_dir, run_id)
+        return None if path is None else path.name
+
+    name = distributed.on_main(pick, world)
+    if name is None:
+        return None
+    state = picked["state"] if world.is_main else checkpoint.read(ckpt_dir / name)
+    readable = distributed.all_reduce_sum([state is not None], device, world)[0]
+    if readable < world.size:  # e.g. a shared file system that has not shown another node the file yet
+        raise UserError(f"{world.size - int(readable)} process(es) could not read the checkpoint rank 0 "
+                        "resumes from", where=str(ckpt_dir / name), fix="run again; check the file system")
+    return state
+
+
+def _restore_rng(state: dict, cfg: RunConfig, world: World) -> None:
+    """Every rank's RNG streams as they were at the checkpoint (exact when the process count is the
+    same; otherwise rank 0 continues its stream and the others start fresh ones)."""
+    ranks = state.get("rng_ranks")
+    if ranks and len(ranks) == world.size:
+        checkpoint.restore_rng(ranks[world.rank])
+        return
+    if world.rank == 0:
+        checkpoint.restore_rng(state["rng"])
+    else:
+        seed_everything(distributed.rank_seed(cfg.seed, world.rank, state["epoch"]))
+    written_by = len(ranks) if ranks else 1
+    if world.distributed and world.is_main and written_by != world.size:
+        warnings.warn(f"resuming a checkpoint of {written_by} process(es) with {world.size}: random streams "
+                      "(dropout) differ from an uninterrupted run", RuntimeWarning, stacklevel=3)
+
+
+def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, world: World) -> dict:
     ex = cfg.execution
+    main = world.is_main
     seed_everything(cfg.seed)
     loaders = build_loaders(cfg.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                             device=device, seed=cfg.seed, path=ex.data_path, cache_dir=ex.cache_dir,
-                            num_workers=ex.num_workers, download=ex.download)
+                            num_workers=ex.num_workers, download=ex.download, rank=world.rank,
+                            world_size=world.size)
     model = build_model(cfg.model.name, cfg.model.num_classes or loaders.num_classes, se=cfg.model.se,
                         se_stages=cfg.model.se_stages, **cfg.model.kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     input_size = _input_size(model, cfg.data, loaders.info.image_size)
     params, flops = count_params(model), count_flops(model, input_size)
+    if world.distributed:
+        if ex.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if world.rank > 0:  # the same initial weights (DDP also broadcasts rank 0's), own dropout streams
+            seed_everything(distributed.rank_seed(cfg.seed, world.rank))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs, len(loaders.train))
     amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None  # AMP is CUDA-only here
     scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
 
     ckpt_dir = run_dir / "ckpt"
-    state = checkpoint.load_latest(ckpt_dir, cfg.run_id)
+    state = _load_state(ckpt_dir, cfg.run_id, world, device)
     start_epoch = 1
     if state is not None:
         model.load_state_dict(state["model"])
@@ -211,49 +293,81 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int) ->
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
     metrics_path = run_dir / "metrics.jsonl"
-    records = _metrics_before(metrics_path, start_epoch)
+    records = distributed.on_main(lambda: _metrics_before(metrics_path, start_epoch), world)
     amp_used = str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off"
     env = {**collect_env(device, threads), "run_id": cfg.run_id, "data": loaders.label,
-           "amp": {"requested": cfg.amp, "used": amp_used}, "execution": ex.model_dump(mode="json")}
-    atomic_write_text(run_dir / "config.yaml",
-                      yaml.safe_dump({"run_id": cfg.run_id, **cfg.model_dump(mode="json")}, sort_keys=False))
-    _write_env(run_dir / "env.json", env, state["epoch"] if state is not None else None)
+           "amp": {"requested": cfg.amp, "used": amp_used}, "execution": ex.model_dump(mode="json"),
+           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "world_size": world.size,
+           "distributed": ({"backend": torch.distributed.get_backend(), "local_world_size": world.local_size,
+                            "sync_bn": ex.sync_bn} if world.distributed else None)}
+    if main:
+        atomic_write_text(run_dir / "config.yaml",
+                          yaml.safe_dump({"run_id": cfg.run_id, **cfg.model_dump(mode="json")}, sort_keys=False))
+        _write_env(run_dir / "env.json", env, state["epoch"] if state is not None else None)
 
     if state is not None:
-        checkpoint.restore_rng(state["rng"])  # last, so nothing above shifts the streams
-    net = torch.compile(model) if ex.compile else model
+        _restore_rng(state, cfg, world)  # last, so nothing above shifts the streams
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.compile(ddp) if ex.compile else ddp
+        # Evaluation runs on each rank's shard with the plain module: a DDP forward would synchronise
+        # buffers with the other ranks at every batch, and the shards differ in length.
+        eval_net = torch.compile(model) if ex.compile else model
+    else:
+        net = eval_net = torch.compile(model) if ex.compile else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
     fields = _run_fields(cfg, loaders.label)
     for epoch in range(start_epoch, cfg.epochs + 1):
         loaders.train.set_epoch(epoch)
         started = time.perf_counter()
-        label = f"epoch {epoch}/{cfg.epochs}" if ex.progress else None
+        label = f"epoch {epoch}/{cfg.epochs}" if ex.progress and main else None
         try:
             train = train_epoch(net, loaders.train, optimizer, scheduler, loss_fn=loss_fn, scaler=scaler,
-                                amp_dtype=amp_dtype, channels_last=cfg.channels_last, progress=label)
+                                amp_dtype=amp_dtype, channels_last=cfg.channels_last, progress=label,
+                                world=world)
+            distributed.broadcast_buffers(model, world)  # every rank evaluates rank 0's model
             # Test loss is plain cross-entropy: label smoothing is a training device, not the metric.
-            test = evaluate(net, loaders.test, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+            test = evaluate(eval_net, loaders.test, amp_dtype=amp_dtype, channels_last=cfg.channels_last,
+                            world=world)
             if not math.isfinite(test["loss"]):
                 raise RunFailed(f"non-finite test loss ({test['loss']})")
         except RunFailed as exc:
-            atomic_write_json(run_dir / "summary.json", {"status": "failed", **fields, "epoch": epoch,
-                                                         "reason": exc.reason, "time": now_iso()})
+            if main:
+                atomic_write_json(run_dir / "summary.json", {"status": "failed", **fields, "epoch": epoch,
+                                                             "reason": exc.reason, "time": now_iso()})
             raise RunFailed(exc.reason, epoch=epoch) from None
         record = {"epoch": epoch, "train_loss": train["loss"], "train_top1_err": train["top1_err"],
                   "test_loss": test["loss"], "test_top1_err": test["top1_err"],
                   "test_top5_err": test["top5_err"], "lr": train["lr"], "train_img_s": train["img_s"],
                   "epoch_s": time.perf_counter() - started, "time": time.time()}
-        append_jsonl(metrics_path, record)
         records.append(record)
-        checkpoint.save_checkpoint(ckpt_dir, {
-            "epoch": epoch, "run_id": cfg.run_id, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": checkpoint.capture_rng()})
-        if ex.progress:
+        rng_ranks = distributed.gather_objects(checkpoint.capture_rng(), world) if world.distributed else None
+        if main:
+            append_jsonl(metrics_path, record)
+            state = {"epoch": epoch, "run_id": cfg.run_id, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "rng": rng_ranks[0] if rng_ranks else checkpoint.capture_rng()}
+            if rng_ranks:
+                state["rng_ranks"] = rng_ranks
+            checkpoint.save_checkpoint(ckpt_dir, state)
+        if ex.progress and main:
             tqdm.write(f"[{cfg.run_id}] epoch {epoch}/{cfg.epochs}: train loss {train['loss']:.4f}, "
                        f"test top-1 err {test['top1_err']:.2f}%, lr {train['lr']:.4g}, "
                        f"{train['img_s']:.0f} img/s, {record['epoch_s']:.1f} s", file=sys.stderr)
 
+    return distributed.on_main(lambda: _finish(cfg, run_dir, model, records, input_size, params, flops,
+                                               device, threads, env, amp_dtype, amp_used, fields, world), world)
+
+
+def _finish(cfg: RunConfig, run_dir: Path, model: nn.Module, records: list[dict], input_size, params: int,
+            flops: int, device: torch.device, threads: int, env: dict, amp_dtype, amp_used: str,
+            fields: dict, world: World) -> dict:
+    """Measure inference throughput and write the summary (rank 0 of a data-parallel run)."""
+    ex = cfg.execution
     final = records[-1]
     # Inference throughput of the trained model at the spec's benchmark batch size (recorded with it).
     infer = measure_throughput(model, input_size=input_size, batch_size=cfg.benchmark.batch_size,
@@ -268,6 +382,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int) ->
                "wall_s": float(sum(r["epoch_s"] for r in records)),  # training + evaluation, no setup
                "infer_img_s": infer["img_s"], "infer_batch_size": cfg.benchmark.batch_size,
                "device": str(device), "device_name": env["device_name"], "threads": threads,
+               "world_size": world.size,
                "amp": amp_used, "channels_last": cfg.channels_last,
                "torch": env["versions"]["torch"], "timm": env["versions"]["timm"],
                "git_commit": env["git"]["commit"], "time": now_iso()}

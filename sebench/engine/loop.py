@@ -4,6 +4,11 @@ Used by `fit` with the in-memory loader and by benchmarks with a torchvision Dat
 that are not on the model's device are moved there. Statistics accumulate on the device and are read
 back only at sync points (every step on CPU, every SYNC_EVERY steps on an accelerator), which is also
 where a non-finite loss stops the pass.
+
+Data-parallel (`world` with several processes): `model` is the DDP-wrapped network and `batches` this
+rank's shard; the statistics returned are sums over all ranks (all_reduce), so every rank returns the
+numbers of the global batches. The finiteness check then uses the summed loss at every sync point (every
+SYNC_EVERY steps on any device), so all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sebench.bench import synchronize
+from sebench.engine.distributed import World, all_reduce_sum
 
 
 class RunFailed(RuntimeError):
@@ -64,7 +70,8 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 scaler: Optional[torch.amp.GradScaler] = None, amp_dtype: Optional[torch.dtype] = None,
-                channels_last: bool = False, progress: Optional[str] = None) -> dict:
+                channels_last: bool = False, progress: Optional[str] = None,
+                world: Optional[World] = None) -> dict:
     """Train for one pass over `batches`, stepping `scheduler` (per step) after every optimizer step.
 
     `loss_fn` must reduce by mean. `progress` is the label of a tqdm bar on stderr (None: no bar).
@@ -73,7 +80,8 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     loss.
     """
     device = model_device(model)
-    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
+    world = world or World()
+    sync_every = 1 if device.type == "cpu" and not world.distributed else SYNC_EVERY
     model.train()
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device, dtype=torch.int64)
@@ -104,20 +112,29 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
             loss_sum += loss.detach().float() * batch
             wrong += (out.detach().argmax(dim=1) != y).sum()
             if steps % sync_every == 0:
-                mean = _finite_mean(loss_sum, n, steps)
+                mean = _finite_mean(*_global(world, device, loss_sum, n), steps)
                 bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{n / (time.perf_counter() - start):.0f}",
                                 refresh=False)
-    if n == 0:
+    loss_total, n_total, wrong_total = _global(world, device, loss_sum, n, wrong)
+    if n_total == 0:
         raise ValueError("train_epoch got no batches")
-    mean = _finite_mean(loss_sum, n, steps)
+    mean = _finite_mean(loss_total, n_total, steps)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return {"loss": mean, "top1_err": 100.0 * wrong.item() / n, "n": n, "steps": steps,
-            "seconds": seconds, "img_s": n / seconds, "lr": lr}
+    n_total = int(n_total)
+    return {"loss": mean, "top1_err": 100.0 * int(wrong_total) / n_total, "n": n_total, "steps": steps,
+            "seconds": seconds, "img_s": n_total / seconds, "lr": lr}
 
 
-def _finite_mean(loss_sum: torch.Tensor, n: int, steps: int) -> float:
-    mean = loss_sum.item() / n
+def _global(world: World, device: torch.device, *values) -> list:
+    """The values themselves in one process; their sums over the ranks (as floats) in several."""
+    if not world.distributed:
+        return [v.item() if isinstance(v, torch.Tensor) else v for v in values]
+    return all_reduce_sum(values, device, world)
+
+
+def _finite_mean(loss_sum: float, n: float, steps: int) -> float:
+    mean = loss_sum / n
     if not math.isfinite(mean):
         raise RunFailed(f"non-finite training loss ({mean}) by step {steps} of the epoch")
     return mean
@@ -125,12 +142,16 @@ def _finite_mean(loss_sum: torch.Tensor, n: int, steps: int) -> float:
 
 def evaluate(model: nn.Module, batches: Batches, *,
              loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-             amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> dict:
+             amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+             world: Optional[World] = None) -> dict:
     """Loss (mean-reduced `loss_fn`, default plain cross-entropy) and top-1/top-5 error in percent.
 
     Top-5 is top-min(5, classes): with fewer than 5 classes every label is in the top k and the error
-    is 0. The model's train/eval mode is restored afterwards.
+    is 0. The model's train/eval mode is restored afterwards. With a distributed `world`, `batches` is
+    this rank's shard of the test set and the sums are taken over all ranks (pass the unwrapped model:
+    a DDP forward would wait for the other ranks at every batch).
     """
+    world = world or World()
     device = model_device(model)
     loss_fn = loss_fn or nn.functional.cross_entropy
     was_training = model.training
@@ -152,7 +173,9 @@ def evaluate(model: nn.Module, batches: Batches, *,
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
     model.train(was_training)
-    if n == 0:
+    loss_total, n_total, c1, c5 = _global(world, device, loss_sum, n, correct1, correct5)
+    if n_total == 0:
         raise ValueError("evaluate got no batches")
-    return {"loss": loss_sum.item() / n, "top1_err": 100.0 * (n - correct1.item()) / n,
-            "top5_err": 100.0 * (n - correct5.item()) / n, "n": n}
+    n_total, c1, c5 = int(n_total), int(c1), int(c5)
+    return {"loss": loss_total / n_total, "top1_err": 100.0 * (n_total - c1) / n_total,
+            "top5_err": 100.0 * (n_total - c5) / n_total, "n": n_total}
