@@ -141,9 +141,9 @@ def _parse_set(items: Sequence[str] | None) -> dict:
 
 
 def _spec_and_profile(args):
-    from sebench.spec import load_spec
+    from sebench.spec import find_spec, load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(find_spec(args.spec))
     profile = args.profile
     if profile not in spec.profiles:
         from sebench.errors import choice_error
@@ -175,27 +175,99 @@ def cmd_plan(args) -> int:
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    total = sum(r.est_seconds for r in rows if r.est_seconds is not None and r.status != "finished")
-    print(f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
-          + (f"; estimated time to finish: {_duration(total)} on {args.device}" if args.estimate else ""))
+    line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
+    if args.estimate:
+        from sebench.runner import resolve_device_name
+        todo = [r for r in rows if r.status != "finished"]
+        known = [r.est_seconds for r in todo if r.est_seconds is not None]
+        line += f"; estimated time to finish on {resolve_device_name(args.device)}: {_duration(sum(known))}"
+        if len(known) < len(todo):
+            line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
+    print(line)
     print(f"store: {Path(args.results) / 'runs' / spec.name}")
     return 0
 
 
 def cmd_run(args) -> int:
+    from sebench.engine.distributed import launched_world, process_group
     from sebench.runner import print_failures, run_sweep
 
     spec, profile = _spec_and_profile(args)
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1", where="--jobs")
-    result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
-                       overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
-                       download=args.download, progress=not args.no_progress)
-    print(f"\n{spec.name} [{profile}]: {len(result.finished)} finished now, {len(result.skipped)} already "
+    if args.launcher == "slurm":
+        if args.jobs != 1:
+            raise UserError("--jobs has no effect with --launcher slurm: every run is its own array task",
+                            where="--jobs", fix="leave it out (the spec's slurm.array_parallelism limits them)")
+        return _run_slurm(args, spec, profile)
+    if args.launcher == "torchrun" and launched_world() is None:  # inside torchrun already: just run
+        from sebench.launch import check_launch, default_nproc, run_torchrun
+        from sebench.runner import check_data_parallel, todo_rows
+        from sebench.store import check_writable
+
+        nproc = args.nproc if args.nproc is not None else default_nproc(args.device)
+        check_launch(args, nproc)
+        check_writable(Path(args.results) / "runs" / spec.name)
+        _, todo, _ = todo_rows(spec, profile, Path(args.results), _parse_set(args.set))
+        check_data_parallel([r.run for r in todo], nproc, args.device, args.sync_bn or None)
+        return run_torchrun(args, nproc)
+    if args.nproc is not None and launched_world() is None:
+        raise UserError("--nproc needs --launcher torchrun", where="--nproc")
+    # Plain `torchrun -m sebench run ...` lands here too: WORLD_SIZE/RANK in the environment.
+    with process_group(args.device) as world:
+        result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
+                           overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
+                           download=args.download, progress=not args.no_progress,
+                           sync_bn=True if args.sync_bn else None)
+        if world.is_main:
+            _print_sweep(spec.name, profile, result, args.results)
+    return 1 if result.failed else 0
+
+
+def _print_sweep(name: str, profile: str, result, results: str) -> None:
+    from sebench.runner import print_failures
+
+    print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {len(result.skipped)} already "
           f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
     print_failures(result)
-    print(f"runs: {Path(args.results) / 'runs' / spec.name}")
+    print(f"runs: {Path(results) / 'runs' / name}")
+
+
+def _run_slurm(args, spec, profile) -> int:
+    """--launcher slurm: one job array, one run per task (sebench/slurm.py)."""
+    from sebench import slurm
+
+    cfg = slurm.resolve_slurm(spec, {"partition": args.partition, "account": args.account, "time": args.time,
+                                     "nodes": args.nodes, "gpus_per_node": args.gpus_per_node})
+    sub = slurm.submit_sweep(spec, profile, Path(args.results), cfg, cluster=args.cluster,
+                             folder=Path(args.slurm_folder) if args.slurm_folder else None,
+                             overrides=_parse_set(args.set), device=args.device, data_path=args.data_path,
+                             cache_dir=args.cache_dir, download=args.download,
+                             sync_bn=True if args.sync_bn else None)
+    if not sub.jobs:
+        print(f"runs: {Path(args.results) / 'runs' / spec.name}")
+        return 0
+    if not (args.wait or args.cluster in ("local", "debug")):
+        print(f"follow with: squeue --me; then `sebench collect --results {args.results}`")
+        return 0
+    result = slurm.wait(sub)
+    _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
+
+
+def cmd_specs(args) -> int:
+    from sebench.spec import list_specs, load_spec
+
+    paths = list_specs(args.folder)
+    if not args.long:
+        print("\n".join(p.stem for p in paths))
+        return 0
+    rows = []
+    for p in paths:
+        spec = load_spec(p)
+        rows.append([p.stem, ", ".join(spec.profiles), spec.title])
+    print(format_table(["spec", "profiles", "title"], rows))
+    return 0
 
 
 def cmd_collect(args) -> int:
@@ -211,6 +283,38 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from sebench.report.build import report_all, report_spec
+
+    if args.spec == "all":
+        reports = report_all(args.profile, args.results, plots=not args.no_plots)
+        index = reports[0].markdown_path.parent / "README.md"
+    else:
+        spec, profile = _spec_and_profile(args)
+        reports = [report_spec(spec, profile, args.results, plots=not args.no_plots)]
+        index = None
+    for rep in reports:
+        print(rep.table.markdown())
+    for rep in reports:
+        print(f"{rep.spec.name}: " + ", ".join(str(p) for p in rep.tables + rep.plots))
+    if index is not None:
+        print(f"index: {index}")
+    if args.wandb:
+        from sebench.tracking import mirror_report
+        local = mirror_report(args.profile, [p for r in reports for p in r.tables],
+                              [p for r in reports for p in r.plots])
+        print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
+    return 0
+
+
+def cmd_wandb_sync(args) -> int:
+    from sebench.tracking import sync_offline
+
+    done = sync_offline(args.dir, include_synced=args.include_synced)
+    print(f"{len(done)} offline W&B runs uploaded from {args.dir}")
+    return 0
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"
@@ -220,7 +324,7 @@ def _duration(seconds: float) -> str:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml")
+    p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, or just <name>")
     p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -265,12 +369,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="let torchvision download CIFAR-10/100 or SVHN into --data-path")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--launcher", choices=("none", "torchrun", "slurm"), default="none",
+                   help="none: this process (or the ranks of a torchrun that started it); torchrun: every run "
+                        "data-parallel on --nproc processes of this machine; slurm: a job array, one run per "
+                        "task (see docs/scaling.md)")
+    p.add_argument("--nproc", type=int, help="torchrun: processes (default: the visible GPUs)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel runs: SyncBatchNorm (CUDA only); same as --set execution.sync_bn=true")
+    g = p.add_argument_group("SLURM (--launcher slurm; defaults from the spec's `slurm:` section)")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--time", type=int, help="minutes per job (a preempted or timed-out run requeues and resumes)")
+    g.add_argument("--nodes", type=int, help="nodes per run (default 1)")
+    g.add_argument("--gpus-per-node", type=int, help="GPUs (= processes) per node and run (default 1)")
+    g.add_argument("--cluster", choices=("slurm", "local", "debug"), default="slurm",
+                   help="submitit executor: slurm, or local to run the array on this machine")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs and report their outcome")
+    g.add_argument("--slurm-folder", help="submitit logs and pickles (default: RESULTS/slurm/SPEC)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("specs", help="list the experiment specs (one per source table)")
+    p.add_argument("--folder", default="experiments")
+    p.add_argument("--long", action="store_true", help="with profiles and titles")
+    p.set_defaults(func=cmd_specs)
 
     p = sub.add_parser("collect", help="consolidate every run into results/<profile>/runs.csv")
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--profile", help="only this profile (default: every profile found)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("report", help="tables beside the source's numbers, and plots, from "
+                                      "results/<profile>/runs.csv")
+    p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, <name>, or 'all' (every spec with runs)")
+    p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("wandb-sync", help="upload offline W&B runs (wandb sync)")
+    p.add_argument("--dir", default="wandb", help="the wandb/ folder (default: ./wandb, beside results/)")
+    p.add_argument("--include-synced", action="store_true", help="upload runs already synced again")
+    p.set_defaults(func=cmd_wandb_sync)
     return parser
 
 
@@ -285,7 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except UserError as err:
-        print(f"sebench: error: {err}", file=sys.stderr)
+        import os
+        if os.environ.get("RANK", "0") == "0":  # the ranks of a torchrun all hit it: rank 0 reports
+            print(f"sebench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sebench: interrupted", file=sys.stderr)

@@ -50,6 +50,7 @@ from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.errors import UserError
 from sebench.models import build_model
 from sebench.spec import DataCfg, ExecutionCfg, RunConfig
+from sebench.surgery import apply_surgery
 from sebench.store import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -138,13 +139,6 @@ def _finished_summary(path: Path, run_id: str) -> Optional[dict]:
     return summary if summary.get("status") == "finished" else None
 
 
-def _check_supported(cfg: RunConfig) -> None:
-    if cfg.model.surgery is not None:
-        # Training the plain network under an SE label would publish wrong numbers: refuse instead.
-        raise UserError("SE surgery (model.surgery) is not applied by this version of the engine",
-                        field="model.surgery", fix="remove it, or use a model with built-in SE (model.se)")
-
-
 def _check_distributed(cfg: RunConfig, world: World, device: torch.device) -> None:
     """What a data-parallel run needs (the same answer on every rank: it depends on cfg and world only)."""
     if not world.distributed:
@@ -209,7 +203,6 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
     finished = distributed.on_main(lambda: _finished_summary(run_dir / "summary.json", cfg.run_id), world)
     if finished is not None:
         return finished
-    _check_supported(cfg)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.execution.device, world)
@@ -267,7 +260,13 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                             num_workers=ex.num_workers, download=ex.download, rank=world.rank,
                             world_size=world.size)
     model = build_model(cfg.model.name, cfg.model.num_classes or loaders.num_classes, se=cfg.model.se,
-                        se_stages=cfg.model.se_stages, **cfg.model.kwargs).to(device)
+                        se_stages=cfg.model.se_stages, **cfg.model.kwargs)
+    if cfg.model.surgery is not None:  # seed 000: SE after every large enough Conv2d
+        sg = cfg.model.surgery
+        apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
+                              "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
+                                     "bias": sg.bias}})
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     input_size = _input_size(model, cfg.data, loaders.info.image_size)

@@ -14,6 +14,14 @@ Post-activation blocks (He et al. 2016a) end with ReLU after the addition; pre-a
 al. 2016b, WRN) do not. In a pre-activation block the BN-ReLU that opens the block feeds both branches
 when the shortcut projects (as in the reference implementations), so ``pre`` scales that pre-activated
 input of the residual branch's first conv; the shortcut never sees the SE.
+
+Every block ends in :meth:`SEResidual._merge`: with SE at ``standard`` it is ``SqueezeExcite.tail``
+(scale, add and ReLU as one fused autograd node unless the SE module's ``impl`` is ``'reference'``; see
+``sebench.layers.fused``); otherwise the add and the ReLU run in place on the residual branch's output.
+Every ReLU that follows a BN runs in place too: a BN (or conv) output is a temporary its producer does
+not keep for backward, so this is exact and saves a buffer per ReLU, as timm's blocks do. In inference a
+bottleneck hands its SE the squeeze computed from the conv3 input (the mean commutes with the 1x1 conv
+and the eval-mode BN), so the SE never reads the block's widest tensor twice.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sebench.errors import UserError
+from sebench.layers.fused import squeeze_through_1x1
 from sebench.layers.se import SEConfig, SqueezeExcite
 
 
@@ -74,6 +83,16 @@ class SEResidual(nn.Module):
     def _at(self, position: str, x: torch.Tensor) -> torch.Tensor:
         return self.se(x) if self.se_position == position else x
 
+    def _merge(self, out: torch.Tensor, shortcut: torch.Tensor, relu: bool,
+               squeezed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[relu](SE(out) + shortcut)`` at the standard position, else ``[relu](out + shortcut)``.
+        `out` is the residual branch's fresh output: it may be overwritten. `squeezed`: its spatial
+        mean, when the block could get it more cheaply (see ``Bottleneck``)."""
+        if self.se_position == "standard":
+            return self.se.tail(out, shortcut, relu=relu, inplace=True, squeezed=squeezed)
+        out = out.add_(shortcut)
+        return out.relu_() if relu else out
+
 
 class BasicBlock(SEResidual):
     """Two 3x3 convs, post-activation (He et al. 2016a): CIFAR ResNets, ResNet-18/34."""
@@ -92,9 +111,8 @@ class BasicBlock(SEResidual):
         self._init_se(se, {"standard": out_ch, "pre": in_ch, "post": out_ch, "identity": out_ch})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(self._at("pre", x))))
-        out = self._at("standard", self.bn2(self.conv2(out)))
-        out = F.relu(out + self._at("identity", self.shortcut(x)))
+        out = F.relu(self.bn1(self.conv1(self._at("pre", x))), inplace=True)
+        out = self._merge(self.bn2(self.conv2(out)), self._at("identity", self.shortcut(x)), relu=True)
         return self._at("post", out)
 
 
@@ -121,11 +139,22 @@ class Bottleneck(SEResidual):
                            "after_3x3": width})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(self._at("pre", x))))
-        out = self._at("after_3x3", F.relu(self.bn2(self.conv2(out))))
-        out = self._at("standard", self.bn3(self.conv3(out)))
-        out = F.relu(out + self._at("identity", self.shortcut(x)))
+        out = F.relu(self.bn1(self.conv1(self._at("pre", x))), inplace=True)
+        out = self._at("after_3x3", F.relu(self.bn2(self.conv2(out)), inplace=True))
+        squeezed = self._cheap_squeeze(out)
+        out = self._merge(self.bn3(self.conv3(out)), self._at("identity", self.shortcut(x)), relu=True,
+                          squeezed=squeezed)
         return self._at("post", out)
+
+    def _cheap_squeeze(self, z: torch.Tensor) -> Optional[torch.Tensor]:
+        """Inference with the fused standard SE: the squeeze of bn3(conv3(z)) from the narrow `z`
+        (``sebench.layers.fused.squeeze_through_1x1``); None otherwise."""
+        se = self.se
+        if (self.se_position != "standard" or se.impl != "fused" or se.squeeze != "avg"
+                or (torch.is_grad_enabled() and (z.requires_grad
+                                                 or any(p.requires_grad for p in self.parameters())))):
+            return None
+        return squeeze_through_1x1(z, self.conv3, self.bn3)
 
 
 class PreActBasicBlock(SEResidual):
@@ -142,11 +171,11 @@ class PreActBasicBlock(SEResidual):
         self._init_se(se, {"standard": out_ch, "pre": in_ch, "post": out_ch, "identity": out_ch})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = F.relu(self.bn1(x))
+        act = F.relu(self.bn1(x), inplace=True)
         shortcut = x if self.projection is None else self.projection(act)
         out = self.conv1(self._at("pre", act))
-        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        out = self._at("standard", out) + self._at("identity", shortcut)
+        out = self.conv2(self.dropout(F.relu(self.bn2(out), inplace=True)))
+        out = self._merge(out, self._at("identity", shortcut), relu=False)
         return self._at("post", out)
 
 
@@ -167,10 +196,10 @@ class PreActBottleneck(SEResidual):
                            "after_3x3": width})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = F.relu(self.bn1(x))
+        act = F.relu(self.bn1(x), inplace=True)
         shortcut = x if self.projection is None else self.projection(act)
         out = self.conv1(self._at("pre", act))
-        out = self._at("after_3x3", self.conv2(F.relu(self.bn2(out))))
-        out = self.conv3(F.relu(self.bn3(out)))
-        out = self._at("standard", out) + self._at("identity", shortcut)
+        out = self._at("after_3x3", self.conv2(F.relu(self.bn2(out), inplace=True)))
+        out = self.conv3(F.relu(self.bn3(out), inplace=True))
+        out = self._merge(out, self._at("identity", shortcut), relu=False)
         return self._at("post", out)

@@ -24,6 +24,13 @@ that the text omits; our reading of its section 4 ("Variations of SE"), with h =
                                                           layer of the squeezed width in the middle.
 
 Every hidden layer is followed by ReLU; the last layer by the gate.
+
+Implementation (``SqueezeExcite.impl``): ``'fused'`` (default) runs the channel scale, and in a residual
+block the add and the ReLU that follow it, as one autograd node with a hand-written backward
+(``sebench.layers.fused``); ``'reference'`` runs the textbook ops (``x * s``, ``+``, ``relu``). Both compute
+the same function (tested to 1e-6 forward and backward), so the choice is an execution detail like
+channels_last: it is not part of SEConfig (run ids and checkpoints do not depend on it). Switch a built
+model with :func:`set_se_impl`.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from sebench.errors import UserError, choice_error
+from sebench.layers import fused
 
 Variant = Literal["se", "slow_squeeze", "slow_excite", "slow_squeeze_slow_excite", "bump"]
 Squeeze = Literal["avg", "max", "none"]
@@ -169,16 +177,30 @@ class Gate(nn.Module):
         return self.kind
 
 
+IMPLS = fused.IMPLS
+DEFAULT_IMPL = "fused"
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise choice_error("SE implementation", impl, IMPLS, field="impl")
+    return impl
+
+
 class SqueezeExcite(nn.Module):
     """One SE module: ``forward(x) = x * excite(x)``.
 
     With squeeze avg/max the MLP runs as matmuls on [N, C] (nn.Linear) and the gate is [N, C]; with
     squeeze ``none`` it runs as 1x1 convs on [N, C, H, W] and the gate has the map's shape.
     `tag` names the module as the paper does (``SE_<stage>_<block>``) once a model places it.
+    `impl`: ``'fused'`` or ``'reference'`` (see the module docstring); :meth:`tail` is what residual
+    blocks call for ``relu(se(x) + shortcut)``.
     """
 
-    def __init__(self, channels: int, cfg: Optional[SEConfig] = None, **overrides):
+    def __init__(self, channels: int, cfg: Optional[SEConfig] = None, *, impl: Optional[str] = None,
+                 **overrides):
         super().__init__()
+        self.impl = _check_impl(impl or DEFAULT_IMPL)
         cfg = make_se_config(cfg if cfg is not None else {}, **overrides)
         self.cfg = cfg
         self.channels = channels
@@ -210,6 +232,39 @@ class SqueezeExcite(nn.Module):
         return s if s.dim() == 4 else s[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_ok(x):
+            return fused.se_tail(self, x)
+        return self.reference_forward(x)
+
+    def _fused_ok(self, x: torch.Tensor) -> bool:
+        """The fused path: asked for, a 4-d map, and not under torch.compile (which traces the
+        textbook ops better than a hand-written autograd node with buffer reuse)."""
+        return (getattr(self, "impl", DEFAULT_IMPL) == "fused" and x.dim() == 4
+                and not torch.compiler.is_compiling())
+
+    def tail(self, x: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool = True,
+             inplace: bool = False, squeezed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``relu(self(x) + shortcut)`` (``relu=False``: no ReLU; ``shortcut=None``: no add), the end of
+        a residual block with SE at the standard position. `inplace`: `x` is the caller's temporary
+        (without autograd the fused path may write the result into it). `squeezed`: ``x.mean((2, 3))``
+        if the caller has it already (the fused path uses it without autograd)."""
+        if self._fused_ok(x) and not self._hooked():
+            return fused.se_tail(self, x, shortcut, relu=relu, inplace=inplace, squeezed=squeezed)
+        out = self(x)  # through __call__: hooks on this module see its input and x * s, as always
+        if shortcut is not None:
+            out = out + shortcut
+        return torch.relu(out) if relu else out
+
+    def _hooked(self) -> bool:
+        """Forward (pre-)hooks on this module, or global ones: then `tail` calls the module, so that
+        they see what they would see in the unfused block (hooks on ``.gate`` fire either way)."""
+        from torch.nn.modules import module as _m
+        return bool(self._forward_hooks or self._forward_pre_hooks
+                    or getattr(_m, "_global_forward_hooks", None)
+                    or getattr(_m, "_global_forward_pre_hooks", None))
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * excite(x)`` as plain ops, whatever `impl` says."""
         return x * self.scale_shape(self.excite(x)).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -231,6 +286,15 @@ def create_se(name: str, channels: int, **options) -> nn.Module:
     if name not in SE_REGISTRY:
         raise choice_error("SE variant", name, SE_REGISTRY)
     return SE_REGISTRY[name](channels, **options)
+
+
+def set_se_impl(model: nn.Module, impl: str) -> int:
+    """Switch every SE module of `model` to ``'fused'`` or ``'reference'``; returns how many."""
+    _check_impl(impl)
+    mods = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    for m in mods:
+        m.impl = impl
+    return len(mods)
 
 
 def se_modules(model: nn.Module) -> dict[str, SqueezeExcite]:

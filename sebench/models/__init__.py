@@ -13,6 +13,7 @@ from sebench.errors import UserError, choice_error
 from sebench.layers.se import make_se_config
 from sebench.models.cifar import CNN3, CifarResNet, PreActResNet, ResNet18Cifar, WideResNet
 from sebench.models.imagenet import ImageNetResNet
+from sebench.models.timm_models import register_timm_models
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ MODELS: dict[str, ModelEntry] = dict([
     _entry("resnext101_32x4d", partial(ImageNetResNet, (3, 4, 23, 3), groups=32, width_per_group=4),
            _IMAGENET, 1000, "ImageNet ResNeXt-101 (32x4d)"),
 ])
+register_timm_models(MODELS, ModelEntry)  # the non-ResNet ImageNet rows (timm/torchvision)
 
 
 def list_models() -> list[str]:

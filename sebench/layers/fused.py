@@ -1,0 +1,327 @@
+"""The fused SE tail: ``relu(x * s + shortcut)`` (or ``x * s + shortcut``, or ``x * s``) as one autograd node.
+
+A post-activation block with SE at the ``standard`` position ends with ``relu(SE(F(x)) + shortcut)``.
+Written as separate ops (``x * s``, ``+ shortcut``, ``relu``), training pays three forward passes over
+the activation, each into a new buffer, and in backward the ReLU mask, ``g * s``, a full-size temporary
+``g * x`` for the gate's gradient, and autograd's sum of the scale's and the squeeze's gradients of ``x``.
+The original Caffe release of SENet fused scale and add into one "Axpy" layer; this module does that and
+more, with standard ATen ops only (so the same code runs on CPU and CUDA, NCHW and channels_last):
+
+
+forward (autograd)  ``out = addcmul(shortcut, x, s).relu_()``: one pass into one new buffer plus an
+                    in-place ReLU; saves ``x``, ``s`` and ``out`` (``out`` is the next block's input and
+                    alive anyway, so the ReLU mask costs no memory).
+forward (no grad)   the same, written into ``x``'s buffer when the caller says ``x`` is a temporary.
+backward            ``g = grad * (out > 0)`` (ReLU's own one-pass kernel; also the shortcut's gradient);
+                    ``grad_s = sum_hw(g * x)`` by :func:`channel_dot` (on CPU in cache-sized chunks, so
+                    the product never makes a full-size temporary); and, with the average squeeze,
+                    ``grad_x = g * s + grad_z / HW`` in ONE pass: the squeeze is an autograd node of its
+                    own (:class:`_AvgSqueeze`) that receives ``g`` and ``s`` from the tail's backward,
+                    which always runs first (the squeeze's gradient flows through the gate), so autograd
+                    never sums two full-size gradients of ``x``.
+
+Buffers (CPU allocations above glibc's 32 MiB mmap threshold pay page faults on every use, so at
+ImageNet sizes a fresh buffer costs about as much as a pass over it): when autograd will free the graph
+after this backward (no ``retain_graph``) and nothing else holds ``x`` (checked with its storage's use
+count), ``grad_x`` is written into the saved ``x``, so the backward allocates one activation-sized buffer,
+``g``, as a plain ReLU's backward does (the unfused backward allocates three). ``g`` gets a fresh buffer
+on purpose: autograd then sums the shortcut's gradient into it in place. The check uses two private torch
+hooks, calibrated once on a tiny graph; if they are missing, a fresh buffer is used.
+
+Inference in a bottleneck also skips the squeeze's read of the block's widest tensor: see
+:func:`squeeze_through_1x1`. Under a dispatch mode (FLOP counting) and under torch.compile only the
+textbook ops run. torch.compile of the SE tail itself was measured and does not pay on CPU: with
+torch 2.14.1 inductor's kernels for the channels_last tail were 2-4x slower than this eager path
+(forward + backward of one stage's tail, 1 thread), so there is no compiled variant.
+
+Numerically equal to the reference ops (tests: forward and backward to 1e-6 in float32 for every gate,
+squeeze, variant and both layouts; gradcheck in float64). Choosing between them is an execution detail,
+like channels_last, not part of the model: see ``SqueezeExcite.impl`` and ``set_se_impl``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+IMPLS = ("fused", "reference")
+
+# channel_dot's working set on CPU: one chunk of the product g * x, sized to stay in a core's L2 cache.
+_CHUNK_BYTES = 1 << 20
+
+
+def channel_dot(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(g * x).sum((2, 3))`` for two [N, C, H, W] tensors of the same layout, as [N, C].
+
+    On CPU the product is formed a few samples at a time in a small reused buffer (it stays in cache and
+    no full-size temporary is allocated: above glibc's 32 MiB mmap threshold every such allocation pays
+    page faults). On other devices (a caching allocator, one kernel per op) it is the plain expression.
+    """
+    n, c, h, w = g.shape
+    per = max(1, _CHUNK_BYTES // max(1, c * h * w * g.element_size()))
+    if g.device.type != "cpu" or per >= n:
+        return (g * x).sum((2, 3))
+    out = torch.empty(n, c, dtype=torch.promote_types(g.dtype, x.dtype), device=g.device)
+    buf = torch.empty_like(g[:per])
+    for i in range(0, n, per):
+        j = min(n, i + per)
+        b = buf[: j - i]
+        torch.mul(g[i:j], x[i:j], out=b)
+        torch.sum(b, (2, 3), out=out[i:j])
+    return out
+
+
+def _traced() -> bool:
+    """True under a TorchDispatchMode (FLOP counting, fake tensors, tracing): then only the textbook ops
+    run, so that counted FLOPs are the model's and not those of an implementation shortcut."""
+    if torch.compiler.is_compiling():
+        return True
+    try:
+        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+        return is_in_torch_dispatch_mode()
+    except ImportError:  # older torch: no shortcuts
+        return True
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean((2, 3))`` as [N, C]. On CPU in channels_last it is a batched GEMV with a ``1/HW`` row
+    (``[1, HW] @ [N, HW, C]``, the layout's own contiguous view), which streams the map at memory speed;
+    ATen's strided reduction over H, W is ~1.4x slower there. Elsewhere: ``x.mean``."""
+    n, c, h, w = x.shape
+    if (x.device.type == "cpu" and h * w > 1 and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous() and not _traced()):
+        row = torch.full((1, h * w), 1.0 / (h * w), dtype=x.dtype)
+        return torch.matmul(row, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).view(n, c)
+    return x.mean((2, 3))
+
+
+class _Link:
+    """What the tail's backward hands to the squeeze's backward: the tail's gradient, the gate, and
+    the tail's private alias of ``x`` (a buffer the squeeze's backward may write ``grad_x`` into)."""
+
+    __slots__ = ("g", "s", "x")
+
+    def __init__(self) -> None:
+        self.g: Optional[torch.Tensor] = None
+        self.s: Optional[torch.Tensor] = None
+        self.x: Optional[torch.Tensor] = None
+
+
+# -- buffer reuse in backward -----------------------------------------------------------------------------
+# None: not calibrated yet; 0: reuse disabled; else the storage use count of the tail's private alias of x
+# that the squeeze's backward sees when the graph is being freed and nothing else holds x.
+_REUSE: Optional[int] = None
+_PROBE: Optional[list] = None
+
+
+def _use_count(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _graph_kept() -> bool:
+    return torch._C._autograd._get_current_graph_task_keep_graph()
+
+
+def _calibrate() -> int:
+    """Run the tail once on a tiny input, with nothing else holding its buffers, and record the use
+    count its backward sees: anything above it means another holder."""
+    global _PROBE
+    _PROBE = []
+    try:
+        with torch.enable_grad():
+            # Constant inputs: the probe must not draw from the global RNG (a resumed run restores the
+            # RNG and then calibrates; a draw here would shift its dropout masks).
+            a = torch.full((1, 2, 2, 2), 0.5, requires_grad=True)
+            sc = torch.full((1, 2, 2, 2), 0.25)
+            x = a * 1
+            link = _Link()
+            s = torch.sigmoid(_AvgSqueeze.apply(x, link))
+            out = _SETail.apply(x.detach(), s, sc, True, link)
+            loss = (out * 1).sum()
+            del x, s, out
+            loss.backward()
+        probe = _PROBE
+    finally:
+        _PROBE = None
+    return probe[0] if len(probe) == 1 else 0
+
+
+def _reuse_limit() -> int:
+    global _REUSE
+    if _REUSE is None:
+        _REUSE = 0  # while calibrating (and for good if it fails)
+        try:
+            _REUSE = _calibrate()
+        except Exception:  # private hooks missing or changed: allocate as usual
+            _REUSE = 0
+    return _REUSE
+
+
+def _may_overwrite(t: torch.Tensor, *others: torch.Tensor) -> bool:
+    """True when autograd frees the graph after this backward and nothing but us holds `t`'s buffer."""
+    if _PROBE is not None:
+        _PROBE.append(_use_count(t))
+        return False
+    limit = _reuse_limit()
+    if not limit or _graph_kept() or _use_count(t) > limit:
+        return False
+    # (no .untyped_storage() on the others: a storage's Python object would keep autograd from summing
+    # into them in place)
+    lo, hi = _span(t)
+    return all(_span(o)[1] <= lo or hi <= _span(o)[0] for o in others)
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """The byte range a dense tensor covers."""
+    start = t.data_ptr()
+    return start, start + t.numel() * t.element_size()
+
+
+class _AvgSqueeze(torch.autograd.Function):
+    """``z = x.mean((2, 3))``; its backward also adds the tail's ``g * s`` (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, link: _Link) -> torch.Tensor:
+        ctx.link, ctx.shape = link, x.shape
+        return spatial_mean(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_z: torch.Tensor):
+        link = ctx.link
+        g, s = link.g, link.s
+        link.g = link.s = None
+        x, link.x = link.x, None
+        gz = (grad_z / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None]
+        if g is None:  # the tail took no part in the loss (only z did): the squeeze's own gradient
+            return gz.expand(ctx.shape), None
+        gz, s4 = gz.to(g.dtype), s[:, :, None, None]
+        if x is not None and x.dtype == g.dtype and x.shape == g.shape and _may_overwrite(x, g):
+            return torch.addcmul(gz, g, s4, out=x), None
+        return torch.addcmul(gz, g, s4), None
+
+
+class _SETail(torch.autograd.Function):
+    """``out = [relu](x * s[:, :, None, None] [+ shortcut])`` with the backward described above.
+
+    With a `link`, ``x`` arrives detached and its gradient is formed by the squeeze's backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool,
+                link: Optional[_Link]) -> torch.Tensor:
+        s4 = s[:, :, None, None]
+        out = torch.mul(x, s4) if shortcut is None else torch.addcmul(shortcut, x, s4)
+        if relu:
+            out.relu_()
+            ctx.save_for_backward(x, s, out)
+        else:
+            ctx.save_for_backward(x, s)
+        ctx.relu, ctx.link = relu, link
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.relu:
+            x, s, out = ctx.saved_tensors
+            # grad * (out > 0), one pass, into a fresh buffer: g is also the shortcut's gradient, and
+            # autograd sums that in place (with the residual branch's) only into a buffer of its own
+            g = torch.ops.aten.threshold_backward(grad, out, 0)
+            del out
+        else:
+            (x, s), g = ctx.saved_tensors, grad
+        grad_x = grad_s = None
+        if ctx.needs_input_grad[1]:
+            grad_s = channel_dot(g, x).to(s.dtype)
+        if ctx.link is not None:
+            ctx.link.g, ctx.link.s, ctx.link.x = g, s, x
+        elif ctx.needs_input_grad[0]:
+            grad_x = g * s[:, :, None, None]
+        return grad_x, grad_s, (g if ctx.needs_input_grad[2] else None), None, None
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor], module: Optional[torch.nn.Module] = None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if any(t is not None and t.requires_grad for t in tensors):
+        return True
+    return module is not None and any(p.requires_grad for p in module.parameters())
+
+
+def _tail_no_grad(x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool,
+                  inplace: bool) -> torch.Tensor:
+    s4 = s[:, :, None, None]
+    own = inplace and not x._is_view() and (
+        x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)) and (
+        shortcut is None or shortcut.shape == x.shape)
+    if shortcut is None:
+        out = x.mul_(s4) if own else x * s4
+    else:
+        out = torch.addcmul(shortcut, x, s4, out=x) if own else torch.addcmul(shortcut, x, s4)
+    return out.relu_() if relu else out
+
+
+def scale_add_relu(x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
+                   relu: bool = True) -> torch.Tensor:
+    """``relu(x * s[:, :, None, None] + shortcut)`` for a [N, C] gate `s`, as one fused autograd node
+    (``shortcut=None``: no add; ``relu=False``: no ReLU). Never writes into its inputs."""
+    s = s.to(x.dtype)
+    if _needs_grad(x, s, shortcut):
+        return _SETail.apply(x, s, shortcut, relu, None)
+    return _tail_no_grad(x, s, shortcut, relu, inplace=False)
+
+
+def se_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, relu: bool = False,
+            inplace: bool = False, squeezed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[relu](se(x) [+ shortcut])`` for a `SqueezeExcite` `se`, fused (see the module docstring).
+
+    `inplace`: `x` is the caller's temporary, and without autograd the result may be written into it.
+    `squeezed`: ``x.mean((2, 3))`` when the caller already has it (see :func:`squeeze_through_1x1`);
+    used only without autograd. The excitation runs through ``se.mlp`` and the ``se.gate`` module, so
+    hooks on the gate see the same values as in the reference path. NoSqueeze (a per-position gate)
+    keeps the plain ops."""
+    if se.squeeze == "none":
+        out = x * se.excite(x).to(x.dtype)
+        out = out if shortcut is None else out + shortcut
+        return torch.relu(out) if relu else out
+    if not _needs_grad(x, shortcut, module=se):
+        if squeezed is not None and se.squeeze == "avg":
+            z = squeezed.to(x.dtype)
+        else:
+            z = spatial_mean(x) if se.squeeze == "avg" else se.squeeze_input(x)
+        return _tail_no_grad(x, se.gate(se.mlp(z)).to(x.dtype), shortcut, relu, inplace)
+    if se.squeeze == "avg" and x.requires_grad:
+        link = _Link()
+        s = se.gate(se.mlp(_AvgSqueeze.apply(x, link))).to(x.dtype)
+        if s.requires_grad:  # always, unless the gate cut the graph: then x's gradient goes below
+            return _SETail.apply(x.detach(), s, shortcut, relu, link)
+        return _SETail.apply(x, s, shortcut, relu, None)
+    return _SETail.apply(x, se.excite(x).to(x.dtype), shortcut, relu, None)
+
+
+def squeeze_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d,
+                        bn: torch.nn.BatchNorm2d) -> Optional[torch.Tensor]:
+    """``bn(conv(z)).mean((2, 3))`` without reading ``bn(conv(z))``: for a 1x1, stride-1, ungrouped conv
+    and an eval-mode BN (a per-channel affine map) the spatial mean commutes with both, so it is
+    ``a * (W @ z.mean((2, 3)) + bias) + b``, a pass over the bottleneck's narrow input (a quarter of the
+    channels) instead of its wide output. None where that does not hold (training-mode BN, other convs)
+    and under a dispatch mode (FLOP counting: the counted cost stays the model's).
+
+    This is what makes SE inference nearly free in a bottleneck: the squeeze is otherwise a full read
+    of the block's widest tensor, which on CPU costs about as much as the rest of the SE together."""
+    if (_traced() or bn.training or bn.running_mean is None or bn.running_var is None
+            or conv.kernel_size != (1, 1)
+            or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
+            or z.dim() != 4 or type(conv) is not torch.nn.Conv2d
+            or type(bn) is not torch.nn.BatchNorm2d):
+        return None
+    y = torch.nn.functional.linear(spatial_mean(z), conv.weight[:, :, 0, 0], conv.bias)
+    a = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight
+    b = -bn.running_mean * a
+    if bn.bias is not None:
+        b = b + bn.bias
+    return torch.addcmul(b, y, a)

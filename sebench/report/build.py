@@ -1,0 +1,105 @@
+"""`sebench report`: tables and plots for one spec or all of them, from results/<profile>/runs.csv.
+
+    results/<profile>/tables/<spec>.md | .tex | .csv     (and README.md, the index, for `all`)
+    results/<profile>/plots/<spec>_*.png | .svg
+
+Every file is written atomically; nothing here trains or measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from sebench.errors import UserError
+from sebench.report.data import gather, profile_caveat, read_runs_csv
+from sebench.report.tables import NO_CLAIM, NOT_TESTED, VERDICTS, Table, build_table
+from sebench.spec import Spec
+from sebench.store import atomic_write_text
+
+
+@dataclass
+class SpecReport:
+    spec: Spec
+    table: Table
+    tables: list[Path]  # .md, .tex, .csv
+    plots: list[Path] = field(default_factory=list)
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.tables[0]
+
+
+def tables_dir(results: str | Path, profile: str) -> Path:
+    return Path(results) / profile / "tables"
+
+
+def plots_dir(results: str | Path, profile: str) -> Path:
+    return Path(results) / profile / "plots"
+
+
+def report_spec(spec: Spec, profile: str, results: str | Path, *, rows: Optional[list[dict]] = None,
+                plots: bool = True, reference_root: Optional[Path] = None) -> SpecReport:
+    """Write one spec's table (md, tex, csv) and plots; returns what it wrote."""
+    if profile not in spec.profiles:
+        from sebench.errors import choice_error
+        raise choice_error("profile", profile, spec.profiles, where=spec.path, field="--profile")
+    data = gather(spec, profile, results, rows=rows, reference_root=reference_root)
+    table = build_table(data)
+    out = tables_dir(results, profile)
+    paths = []
+    for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+        path = out / f"{spec.name}.{ext}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    plot_paths = []
+    if plots and data.has_finished():
+        from sebench.report.plots import plot_spec
+        plot_paths = plot_spec(data, plots_dir(results, profile))
+    return SpecReport(spec=spec, table=table, tables=paths, plots=plot_paths)
+
+
+def report_all(profile: str, results: str | Path, folder: str | Path = "experiments", *, plots: bool = True,
+               log: Callable[[str], None] = print) -> list[SpecReport]:
+    """Every spec with at least one finished run in `profile`, plus the index tables/README.md."""
+    from sebench.spec import list_specs, load_spec
+
+    rows = read_runs_csv(Path(results), profile)
+    finished = {r.get("experiment") for r in rows if r.get("status") == "finished"}
+    reports = []
+    for path in list_specs(folder):
+        try:
+            spec = load_spec(path)
+        except UserError as err:
+            log(f"skipped {path}: {err}")
+            continue
+        if spec.name not in finished or profile not in spec.profiles:
+            continue
+        reports.append(report_spec(spec, profile, results, rows=rows, plots=plots))
+    if not reports:
+        raise UserError(f"no finished runs of any spec in {folder}/ for profile {profile!r}",
+                        where=str(Path(results) / profile / "runs.csv"),
+                        fix=f"run `sebench run SPEC --profile {profile}` and `sebench collect` first")
+    write_index(reports, profile, results)
+    return reports
+
+
+def write_index(reports: list[SpecReport], profile: str, results: str | Path) -> Path:
+    lines = [f"# Results tables, profile `{profile}`", "",
+             f"Profile `{profile}`: {profile_caveat(profile)}. Each table names its data, hardware, seeds and "
+             "compute; Δ = variant − same-recipe baseline, paired by seed, 95% interval (paired Student t).", "",
+             "| spec | title | runs (finished / failed) | " + " | ".join(v for v in VERDICTS) + " | plots |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | --- |"]
+    for rep in reports:
+        t = rep.table
+        plots = ", ".join(f"[{p.stem.removeprefix(rep.spec.name + '_')}](../plots/{p.name})"
+                          for p in rep.plots if p.suffix == ".png") or "-"
+        lines.append(f"| [{rep.spec.name}]({rep.spec.name}.md) | {t.title.replace('|', '/')} | "
+                     f"{t.n_finished} / {t.n_failed} | " + " | ".join(str(t.verdicts.get(v, 0)) for v in VERDICTS)
+                     + f" | {plots} |")
+    lines += ["", f"Verdict counts are per (row, metric) claim; '{NO_CLAIM}' = the source gives no delta there, "
+                  f"'{NOT_TESTED}' = the source claims one but no paired runs exist yet.", ""]
+    path = tables_dir(results, profile) / "README.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,351 @@
+"""What a report knows about one spec in one profile: the layout the spec declares (rows, columns, baselines,
+pending rows), the runs the store holds for it (results/<profile>/runs.csv), and the source's numbers.
+
+Tables and plots both read a `ReportData`; neither trains, measures or re-derives anything the store does not
+hold. Runs are matched to the spec by their labels (`label.<axis>` columns) and seed; a run whose run_id is
+not the one the spec expands to today (an edited spec, or `--set` overrides) is still used and footnoted.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from sebench.errors import UserError
+from sebench.spec import RunConfig, Spec, SweepAxis, SweepValue, expand
+
+# Our metric names (spec.source.metrics keys) -> (header, runs.csv column, conversion, decimals, kind).
+# kind "quality": measured per seed, gets paired deltas and verdicts; "cost": counted (params, FLOPs).
+METRICS: dict[str, tuple[str, str, object, int, str]] = {
+    "top1_err": ("top-1 err. (%)", "final_test_top1_err", lambda v: v, 2, "quality"),
+    "top5_err": ("top-5 err. (%)", "final_test_top5_err", lambda v: v, 2, "quality"),
+    "top1_acc": ("top-1 acc. (%)", "final_test_top1_err", lambda v: 100.0 - v, 2, "quality"),
+    "top5_acc": ("top-5 acc. (%)", "final_test_top5_err", lambda v: 100.0 - v, 2, "quality"),
+    "test_loss": ("test loss", "final_test_loss", lambda v: v, 4, "quality"),
+    "params_m": ("params (M)", "params", lambda v: v / 1e6, 3, "cost"),
+    "gflops": ("GFLOPs", "flops", lambda v: v / 1e9, 3, "cost"),
+}
+ACCURACY_METRICS = ("top1_acc", "top5_acc")
+DEFAULT_METRICS = ("top1_err", "top5_err")
+
+NUMERIC_COLUMNS = ("seed", "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err",
+                   "final_test_loss", "final_train_loss", "params", "flops", "train_img_s", "infer_img_s",
+                   "infer_batch_size", "threads", "wall_s")
+
+PROFILE_NOTES = {
+    "paper": "the source's recipe",
+    "quick": "a CPU stand-in: its numbers are NOT comparable with the paper's (small models or data, few epochs)",
+    "smoke": "a seconds-long pipeline test: its numbers are NOT comparable with the paper's and mean nothing",
+}
+
+
+def profile_caveat(profile: str) -> str:
+    return PROFILE_NOTES.get(profile, "a user profile, not the source's recipe: compare with the paper's "
+                                      "numbers only if its description says it follows it")
+
+
+Combo = tuple[str, ...]  # one label per sweep axis, in the spec's axis order
+
+
+@dataclass
+class Run:
+    """One row of runs.csv (numbers as floats, text as str)."""
+
+    row: dict
+
+
+@dataclass
+class ReportData:
+    spec: Spec
+    profile: str
+    results: Path
+    axes: list[SweepAxis]  # after the profile's replacements
+    row_axes: list[int]  # indices of the axes that make a table row (the 'row' axis first)
+    col_axis: Optional[int]  # index of the 'column' axis, if any
+    delta_axis: Optional[int]  # the axis whose baseline value each delta compares against
+    combos: list[Combo]  # every combination, in table order (rows, then columns)
+    expected: dict[Combo, list[RunConfig]]  # runs the spec expands to (non-pending combos)
+    pending: dict[Combo, str]  # combo -> reason
+    finished: dict[Combo, dict[int, Run]]  # combo -> seed -> the finished run used
+    failed: list[Run]
+    unmatched: list[Run]  # finished runs of this experiment whose labels match no combo of the spec now
+    stale: list[Run]  # used runs whose run_id differs from the spec's current expansion
+    duplicates: list[Run]  # finished runs not used because another run has the same labels and seed
+    metrics: list[str]
+    notes: list[str] = field(default_factory=list)  # problems found while reading (shown as footnotes)
+    reference_root: Optional[Path] = None
+
+    # ---- layout helpers ----------------------------------------------------------------------------------
+    def value(self, combo: Combo, axis: int) -> SweepValue:
+        return next(v for v in self.axes[axis].values if v.label == combo[axis])
+
+    def row_key(self, combo: Combo) -> Combo:
+        return tuple(combo[i] for i in self.row_axes)
+
+    def row_keys(self) -> list[Combo]:
+        return list(dict.fromkeys(self.row_key(c) for c in self.combos))
+
+    def row_label(self, key: Combo) -> str:
+        return " / ".join(key) if key else "(base)"
+
+    def col_values(self) -> list[SweepValue]:
+        return list(self.axes[self.col_axis].values) if self.col_axis is not None else [None]
+
+    def combo_of(self, row_key: Combo, col: Optional[SweepValue]) -> Combo:
+        out = [None] * len(self.axes)
+        for i, label in zip(self.row_axes, row_key):
+            out[i] = label
+        if self.col_axis is not None:
+            out[self.col_axis] = col.label
+        return tuple(out)
+
+    def baseline_value(self, axis: Optional[int]) -> Optional[SweepValue]:
+        if axis is None:
+            return None
+        return next((v for v in self.axes[axis].values if v.baseline), None)
+
+    def baseline_of(self, combo: Combo) -> Optional[Combo]:
+        """The same-recipe baseline a combo is compared with (None for a baseline itself, or no baseline)."""
+        base = self.baseline_value(self.delta_axis)
+        if base is None or combo[self.delta_axis] == base.label:
+            return None
+        out = list(combo)
+        out[self.delta_axis] = base.label
+        return tuple(out)
+
+    def is_baseline(self, combo: Combo) -> bool:
+        base = self.baseline_value(self.delta_axis)
+        return base is not None and combo[self.delta_axis] == base.label
+
+    def label_text(self, combo: Combo) -> str:
+        return ", ".join(f"{a.axis}={label}" for a, label in zip(self.axes, combo)) or "(base)"
+
+    def short_label(self, combo: Combo) -> str:
+        return " / ".join(combo) or "(base)"
+
+    # ---- numbers -----------------------------------------------------------------------------------------
+    def runs(self, combo: Combo) -> dict[int, Run]:
+        return self.finished.get(combo, {})
+
+    def per_seed(self, combo: Combo, metric: str) -> dict[int, float]:
+        _, column, convert, _, _ = METRICS[metric]
+        out = {}
+        for seed, run in self.runs(combo).items():
+            v = run.row.get(column)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[seed] = convert(v)
+        return out
+
+    def expected_seeds(self, combo: Combo) -> list[int]:
+        return [rc.seed for rc in self.expected.get(combo, [])]
+
+    def all_runs(self) -> list[Run]:
+        return [r for seeds in self.finished.values() for r in seeds.values()]
+
+    def has_finished(self) -> bool:
+        return any(self.finished.values())
+
+    # ---- the source's numbers ----------------------------------------------------------------------------
+    @property
+    def source(self):
+        return self.spec.source[0]
+
+    def source_cell(self, combo: Combo, metric: str) -> tuple[Optional[float], str, Optional[str]]:
+        """(value, text as printed, where it is) of the source's number for a combo and metric; value None when
+        the source has no legible number there (or the spec does not map this metric/row/column)."""
+        ref_file = self.source.reference
+        template = self.source.metrics.get(metric)
+        if ref_file is None or template is None:
+            return None, "", None
+        row_refs = [self.value(combo, i).ref for i in self.row_axes[:1]]
+        row_ref = row_refs[0] if row_refs else None
+        if row_ref is None:
+            return None, "", None
+        column = template
+        if "{column}" in template:
+            if self.col_axis is None:
+                return None, "", None
+            col_ref = self.value(combo, self.col_axis).ref
+            if col_ref is None:
+                return None, "", None
+            column = template.replace("{column}", col_ref)
+        from sebench.report.reference import reference_value
+
+        try:
+            value = reference_value(ref_file, row_ref, column, root=self.reference_root)
+        except UserError as err:
+            note = f"source cell not found for {self.short_label(combo)} / {metric}: {err}"
+            if note not in self.notes:
+                self.notes.append(note)
+            return None, "", None
+        if value is None:
+            return None, "", f"{ref_file}: {row_ref} / {column}"
+        text = _raw_reference_text(self.reference_root, ref_file, row_ref, column) or f"{value:g}"
+        return value, text, f"{ref_file}: {row_ref} / {column}"
+
+
+_RAW_CACHE: dict[Path, dict[tuple[str, str], str]] = {}
+
+
+def _raw_reference_text(root: Optional[Path], ref_file: str, row: str, column: str) -> Optional[str]:
+    """The value exactly as the CSV writes it (trailing zeros kept: '76.020')."""
+    from sebench.report.reference import reference_root
+
+    path = reference_root(root) / (ref_file if ref_file.endswith(".csv") else f"{ref_file}.csv")
+    if path not in _RAW_CACHE:
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                _RAW_CACHE[path] = {(r["row"], r["column"]): r["value"].strip() for r in csv.DictReader(f)}
+        except OSError:
+            _RAW_CACHE[path] = {}
+    return _RAW_CACHE[path].get((row, column)) or None
+
+
+def profile_axes(spec: Spec, profile: str) -> list[SweepAxis]:
+    prof = spec.profiles[profile]
+    return [SweepAxis(axis=a.axis, ref=a.ref, values=prof.sweep.get(a.axis, a.values)) for a in spec.sweep]
+
+
+def read_runs_csv(results: Path, profile: str) -> list[dict]:
+    """results/<profile>/runs.csv as a list of dicts: labels stay text (a label '16' is not the number 16),
+    numeric columns become floats (NaN when empty), seed an int."""
+    path = Path(results) / profile / "runs.csv"
+    if not path.is_file():
+        raise UserError(f"no consolidated runs for profile {profile!r}", where=str(path),
+                        fix=f"run `sebench collect --results {results}` first (after `sebench run ... "
+                            f"--profile {profile}`)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for c in NUMERIC_COLUMNS:
+            if c in r:
+                try:
+                    r[c] = float(r[c]) if r[c] not in ("", None) else math.nan
+                except ValueError:
+                    r[c] = math.nan
+        if isinstance(r.get("seed"), float) and not math.isnan(r["seed"]):
+            r["seed"] = int(r["seed"])
+    return rows
+
+
+def gather(spec: Spec, profile: str, results: str | Path, *, rows: Optional[list[dict]] = None,
+           reference_root: Optional[Path] = None) -> ReportData:
+    """Everything a table or plot of `spec` in `profile` needs, from the consolidated run table."""
+    results = Path(results)
+    if rows is None:
+        rows = read_runs_csv(results, profile)
+    axes = profile_axes(spec, profile)
+    row_idx = next((i for i, a in enumerate(axes) if a.ref == "row"), None)
+    col_idx = next((i for i, a in enumerate(axes) if a.ref == "column"), None)
+    if row_idx is None:
+        row_idx = next((i for i in range(len(axes)) if i != col_idx), None)
+    row_axes = ([row_idx] if row_idx is not None else []) + [
+        i for i in range(len(axes)) if i not in (row_idx, col_idx)]
+
+    def has_baseline(i):
+        return i is not None and any(v.baseline for v in axes[i].values)
+
+    # The delta compares within a row when the columns hold the baseline (SENet vs original in one model
+    # row), else within a column against the baseline row, else along any other axis that has one.
+    delta_axis = next((i for i in [col_idx, row_idx, *row_axes[1:]] if has_baseline(i)), None)
+
+    runs, pending_rows = expand(spec, profile)
+    names = [a.axis for a in axes]
+    expected: dict[Combo, list[RunConfig]] = {}
+    for rc in runs:
+        expected.setdefault(tuple(rc.labels[n] for n in names), []).append(rc)
+    pending = {tuple(p.labels[n] for n in names): p.reason for p in pending_rows}
+    value_lists = [[v.label for v in a.values] for a in axes]
+    # Table order: rows (the row axis, then other axes), columns innermost.
+    order = row_axes + ([col_idx] if col_idx is not None else [])
+    combos = []
+    for prod in itertools.product(*(value_lists[i] for i in order)):
+        combo = [None] * len(axes)
+        for i, label in zip(order, prod):
+            combo[i] = label
+        combos.append(tuple(combo))
+
+    expected_ids = {rc.run_id for rcs in expected.values() for rc in rcs}
+    finished: dict[Combo, dict[int, Run]] = {}
+    failed, unmatched, stale, duplicates = [], [], [], []
+    mine = [Run(r) for r in rows if r.get("experiment") == spec.name]
+    for run in sorted(mine, key=lambda r: (r.row.get("time") or "", r.row.get("run_id") or "")):
+        combo = tuple(run.row.get(f"label.{n}", "") for n in names)
+        if run.row.get("status") != "finished":
+            failed.append(run)
+            continue
+        if combo not in expected and combo not in pending:
+            unmatched.append(run)
+            continue
+        seeds = finished.setdefault(combo, {})
+        seed = run.row["seed"]
+        if seed in seeds:  # same labels and seed twice: keep the spec's own run, else the newest
+            keep_old = seeds[seed].row["run_id"] in expected_ids and run.row["run_id"] not in expected_ids
+            if keep_old:
+                duplicates.append(run)
+                continue
+            duplicates.append(seeds[seed])
+        seeds[seed] = run
+    for seeds in finished.values():
+        stale.extend(r for r in seeds.values() if r.row["run_id"] not in expected_ids)
+    # A failed run that was later retried and finished is history, not a failure.
+    done_ids = {r.row["run_id"] for r in mine if r.row.get("status") == "finished"}
+    failed = [r for r in failed if r.row["run_id"] not in done_ids]
+
+    metrics = [m for m in spec.source[0].metrics if m in METRICS] or list(DEFAULT_METRICS)
+    return ReportData(spec=spec, profile=profile, results=results, axes=axes, row_axes=row_axes,
+                      col_axis=col_idx, delta_axis=delta_axis, combos=combos, expected=expected,
+                      pending=pending, finished=finished, failed=failed, unmatched=unmatched, stale=stale,
+                      duplicates=duplicates, metrics=metrics, reference_root=reference_root)
+
+
+# ---- header facts -----------------------------------------------------------------------------------------
+
+def unique(values) -> list:
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+            continue
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def fmt_num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def hardware_label(runs: list[Run]) -> str:
+    items = []
+    for r in runs:
+        threads = r.row.get("threads")
+        dev = r.row.get("device") or "?"
+        extra = f", {fmt_num(threads)} threads" if dev == "cpu" and isinstance(threads, float) and not math.isnan(
+            threads) else ""
+        items.append(f"{r.row.get('device_name') or 'unknown device'} ({dev}{extra})")
+    return "; ".join(unique(items)) or "unknown (no finished runs)"
+
+
+def data_label(runs: list[Run]) -> str:
+    return "; ".join(unique(r.row.get("dataset") for r in runs)) or "unknown (no finished runs)"
+
+
+def seeds_label(data: ReportData) -> str:
+    seeds = sorted(unique(r.row["seed"] for r in data.all_runs()))
+    expected = sorted(unique(rc.seed for rcs in data.expected.values() for rc in rcs))
+    text = ", ".join(map(str, seeds)) or "none"
+    if expected and expected != seeds:
+        text += f" (the profile asks for {', '.join(map(str, expected))})"
+    return text
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

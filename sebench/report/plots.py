@@ -1,0 +1,302 @@
+"""Report plots (PNG and SVG under results/<profile>/plots/), read from the store only.
+
+    plot_spec(data, out_dir) -> [paths]
+
+- <spec>_throughput: test top-1 error (mean ± std over seeds) against training and against inference
+  throughput (img/s; the batch size is in the axis label), each baseline joined by a line to its variants.
+- <spec>_curves: test top-1 error per epoch (metrics.jsonl), mean over seeds with a min-max band, one line
+  per configuration.
+- <spec>_reduction (specs whose rows vary the SE reduction ratio r): error against r with the no-SE baseline
+  as a horizontal band, and params against r; the source's numbers as a second series.
+
+Every figure names the data variant, profile, hardware and seeds in its caption. Figures are drawn on
+matplotlib's Agg canvas without pyplot, so no global backend is switched and nothing opens a window.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+from sebench.report.data import (Combo, ReportData, data_label, fmt_num, hardware_label, profile_caveat,
+                                 seeds_label, unique)
+from sebench.report.stats import mean_std
+from sebench.store import read_jsonl, run_dir
+
+MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams["svg.hashsalt"] = "sebench"  # stable element ids: a re-drawn SVG diffs cleanly
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+POINTS = "Points: mean over seeds, bars ± sample std (none for n=1); final-epoch test numbers."
+
+
+def caption(data: ReportData, what: str = POINTS) -> str:
+    runs = data.all_runs()
+    return (f"Data: {data_label(runs)}. Profile: {data.profile}, {profile_caveat(data.profile)}. "
+            f"Hardware: {hardware_label(runs)}. Seeds: {seeds_label(data)}. {what}")
+
+
+def _finish(fig, data: ReportData, title: str, out_dir: Path, stem: str, what: str = POINTS) -> list[Path]:
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    text = "\n".join(textwrap.wrap(caption(data, what), int(width * 17)))
+    n_lines = text.count("\n") + 1
+    bottom = (0.12 + 0.15 * n_lines) / height
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.01, 0.01, text, fontsize=7.5, va="bottom", ha="left", color="#333333")
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / height))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
+        path = out_dir / f"{stem}.{ext}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=ext, metadata=meta)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def _style(data: ReportData):
+    """Colour per table row, marker per column value (or per baseline/variant without a column axis)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    rows = data.row_keys()
+    cols = data.col_values()
+
+    def color(combo: Combo):
+        if data.col_axis is None:
+            return cmap(data.combos.index(combo) % 10)
+        return cmap(rows.index(data.row_key(combo)) % 10)
+
+    def marker(combo: Combo):
+        if data.col_axis is None:
+            return "s" if data.is_baseline(combo) else "o"
+        return MARKERS[[c.label for c in cols].index(combo[data.col_axis]) % len(MARKERS)]
+
+    def linestyle(combo: Combo):
+        if data.col_axis is None:
+            return "--" if data.is_baseline(combo) else "-"
+        return LINESTYLES[[c.label for c in cols].index(combo[data.col_axis]) % len(LINESTYLES)]
+
+    return color, marker, linestyle
+
+
+def _stat(data: ReportData, combo: Combo, column: str) -> tuple[float, float, int]:
+    vals = [r.row.get(column) for _, r in sorted(data.runs(combo).items())]
+    vals = [v for v in vals if isinstance(v, float) and not math.isnan(v)]
+    return mean_std(vals)
+
+
+def _batch_label(data: ReportData, column: str) -> str:
+    sizes = unique(r.row.get(column) for r in data.all_runs())
+    return "batch " + "/".join(fmt_num(s) for s in sizes) if sizes else "batch unknown"
+
+
+def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
+    combos = [c for c in data.combos if data.runs(c)]
+    if not combos:
+        return []
+    color, marker, _ = _style(data)
+    fig = _figure(15, 6.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = [("train_img_s", f"training throughput (img/s, {_batch_label(data, 'batch_size')})"),
+              ("infer_img_s", f"inference throughput (img/s, {_batch_label(data, 'infer_batch_size')})")]
+    for ax, (column, xlabel) in zip(axes, panels):
+        points = {}
+        for combo in combos:
+            x, xs, _ = _stat(data, combo, column)
+            y, ys, n = _stat(data, combo, "final_test_top1_err")
+            if math.isnan(x) or math.isnan(y):
+                continue
+            points[combo] = (x, y)
+            ax.errorbar(x, y, xerr=xs if n > 1 else None, yerr=ys if n > 1 else None, fmt=marker(combo),
+                        color=color(combo), markersize=8, capsize=3, label=f"{data.short_label(combo)} (n={n})")
+        ax.margins(x=0.25, y=0.2)
+        _annotate(ax, [(data.short_label(c), xy) for c, xy in points.items()])
+        for combo, (x, y) in points.items():
+            base = data.baseline_of(combo)
+            if base in points:
+                bx, by = points[base]
+                ax.plot([bx, x], [by, y], color=color(combo), alpha=0.6, linewidth=1.2, zorder=0)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(left=max(0.0, ax.get_xlim()[0]))  # throughput is never negative
+    axes[0].set_ylabel("test top-1 error (%), lower is better")
+    axes[0].set_title("error vs training throughput", fontsize=10)
+    axes[1].set_title("error vs inference throughput", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1),
+                       title="lines join each baseline\nto its variants" if data.delta_axis is not None else None,
+                       title_fontsize=7.5)
+    return _finish(fig, data, f"{data.spec.title}: top-1 error vs throughput", out_dir,
+                   f"{data.spec.name}_throughput",
+                   POINTS + " Training img/s: mean over the run's epochs at its training batch size (data "
+                   "loading, forward, backward, step); inference img/s: the trained model after training, at the "
+                   "benchmark batch size.")
+
+
+def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:
+    """Label points; a label that would land on one already placed moves down a line (display space)."""
+    ax.autoscale_view()
+    placed: list[tuple[float, float]] = []
+    for text, (x, y) in items:
+        px, py = ax.transData.transform((x, y))
+        dy = 5.0
+        while any(abs(px - qx) < 110 and abs(py + dy - qy) < 9 for qx, qy in placed):
+            dy -= 10.0
+        placed.append((px, py + dy))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, dy * 72 / ax.figure.dpi), fontsize=fontsize)
+
+
+def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list[float], list[float], int]:
+    per_epoch: dict[int, list[float]] = {}
+    n = 0
+    for run in data.runs(combo).values():
+        records = read_jsonl(run_dir(data.results, data.spec.name, run.row["run_id"]) / "metrics.jsonl")
+        if records:
+            n += 1
+        for rec in records:
+            if rec.get("test_top1_err") is not None:
+                per_epoch.setdefault(int(rec["epoch"]), []).append(float(rec["test_top1_err"]))
+    epochs = sorted(per_epoch)
+    means = [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
+    return epochs, means, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs], n
+
+
+def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
+    combos = [c for c in data.combos if data.runs(c)]
+    curves = {c: _curve(data, c) for c in combos}
+    curves = {c: v for c, v in curves.items() if v[0]}
+    if not curves:
+        return []
+    _, marker, linestyle = _style(data)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+
+    def color(combo):  # one colour per configuration: a few lines, each must be told apart
+        return cmap(list(curves).index(combo) % 10)
+
+    fig = _figure(12, 6.2)
+    ax = fig.subplots()
+    few = max(len(v[0]) for v in curves.values()) <= 3
+    for combo, (epochs, means, lo, hi, n) in curves.items():
+        ax.plot(epochs, means, linestyle=linestyle(combo), marker=marker(combo) if few else None,
+                color=color(combo),
+                label=f"{data.short_label(combo)} (n={n})")
+        if n > 1:
+            ax.fill_between(epochs, lo, hi, color=color(combo), alpha=0.15, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 error (%)")
+    ax.grid(True, alpha=0.3)
+    if few:
+        ax.set_xticks(sorted({e for v in curves.values() for e in v[0]}))
+    ax.legend(fontsize=8, title="mean over seeds;\nband = min-max", title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.02, 1))
+    return _finish(fig, data, f"{data.spec.title}: training curves", out_dir, f"{data.spec.name}_curves",
+                   "Lines: test top-1 error after each epoch (metrics.jsonl), mean over seeds; shaded band: min-max "
+                   "over seeds.")
+
+
+def _reduction(data: ReportData, combo: Combo) -> Optional[int]:
+    runs = data.expected.get(combo)
+    if not runs:
+        return None
+    se = runs[0].model.se
+    if se is None or se.latent_channels is not None or runs[0].model.surgery is not None:
+        return None
+    return se.reduction
+
+
+def plot_reduction(data: ReportData, out_dir: Path) -> list[Path]:
+    """Only for specs whose configurations differ in r (one configuration per r) and have a no-SE baseline."""
+    by_r: dict[int, list[Combo]] = {}
+    for combo in data.combos:
+        r = _reduction(data, combo)
+        if r is not None:
+            by_r.setdefault(r, []).append(combo)
+    if len(by_r) < 2 or any(len(v) > 1 for v in by_r.values()):
+        return []
+    rs = sorted(by_r)
+    bases = [c for c in data.combos if data.is_baseline(c) and data.expected.get(c)
+             and data.expected[c][0].model.se is None]
+    if not any(data.runs(by_r[r][0]) for r in rs):
+        return []
+    same_axis = data.profile == "paper"
+    fig = _figure(13, 7)
+    axes = fig.subplots(1, 2)
+    panels = [("final_test_top1_err", "top1_err", lambda v: v, "test top-1 error (%)"),
+              ("params", "params_m", lambda v: v / 1e6, "params (M)")]
+    for ax, (column, metric, convert, ylabel) in zip(axes, panels):
+        ours = [(r, *_stat(data, by_r[r][0], column)) for r in rs]
+        ours = [(r, convert(m), convert(s) if column == "params" else s, n) for r, m, s, n in ours
+                if not math.isnan(m)]
+        if ours:
+            ax.errorbar([o[0] for o in ours], [o[1] for o in ours],
+                        yerr=[o[2] if o[3] > 1 else 0 for o in ours], fmt="o-", color="C0", capsize=3,
+                        label=f"measured ({data.profile}), n={'/'.join(str(n) for n in unique(o[3] for o in ours))}")
+        for base in bases:
+            m, s, n = _stat(data, base, column)
+            if math.isnan(m):
+                continue
+            m, s = convert(m), convert(s) if column == "params" else s
+            if n > 1 and s > 0:
+                ax.axhspan(m - s, m + s, color="C0", alpha=0.15, linewidth=0)
+            ax.axhline(m, color="C0", linestyle="--", linewidth=1,
+                       label=f"{data.short_label(base)} (no SE), measured" + (" ± std" if n > 1 else ""))
+        src_ax = ax if same_axis else ax.twinx()
+        src = [(r, data.source_cell(by_r[r][0], metric)[0]) for r in rs]
+        src = [(r, v) for r, v in src if v is not None]
+        if src:
+            src_ax.plot([p[0] for p in src], [p[1] for p in src], "s:", color="C3", markersize=9,
+                        markerfacecolor="none", label="source's numbers" + ("" if same_axis else " (right axis)"))
+        for base in bases:
+            v = data.source_cell(base, metric)[0]
+            if v is not None:
+                src_ax.axhline(v, color="C3", linestyle=":", linewidth=1,
+                               label=f"source: {data.short_label(base)} (no SE)")
+        if not same_axis:
+            src_ax.set_ylabel(f"source's {ylabel}", color="C3")
+            src_ax.tick_params(axis="y", colors="C3")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(rs)
+        ax.set_xticklabels([str(r) for r in rs])
+        ax.set_xlabel("reduction ratio r (hidden width = C // r)")
+        ax.set_ylabel(f"measured {ylabel}", color="C0")
+        ax.grid(True, alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if src_ax is not ax:
+            h2, l2 = src_ax.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        if src_ax is not ax:  # measured series drawn above the source's axis
+            ax.set_zorder(src_ax.get_zorder() + 1)
+            ax.patch.set_visible(False)
+        ax.legend(handles, labels, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    scale = "" if same_axis else "\nred, right axis: the source's numbers (not comparable in this profile)"
+    axes[0].set_title(f"top-1 error vs r (blue band: no-SE baseline, mean ± std){scale}", fontsize=9)
+    axes[1].set_title(f"parameters vs r{scale}", fontsize=9)
+    return _finish(fig, data, f"{data.spec.title}: error and params vs reduction ratio", out_dir,
+                   f"{data.spec.name}_reduction")
+
+
+def plot_spec(data: ReportData, out_dir: str | Path) -> list[Path]:
+    """Every plot that `data` supports; [] when it has no finished runs."""
+    out_dir = Path(out_dir)
+    if not data.has_finished():
+        return []
+    paths = plot_throughput(data, out_dir) + plot_curves(data, out_dir) + plot_reduction(data, out_dir)
+    return paths

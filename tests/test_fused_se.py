@@ -1,0 +1,267 @@
+"""The fused SE tail equals the reference ops, forward and backward, in every configuration."""
+
+import copy
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sebench.errors import UserError
+from sebench.layers import fused
+from sebench.layers.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from sebench.layers.se import SEConfig, SqueezeExcite, set_se_impl
+from sebench.models import build_model
+
+TOL = dict(atol=1e-6, rtol=1e-6)
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to a busy machine's OpenMP stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pair(module):
+    ref = copy.deepcopy(module)
+    set_se_impl(module, "fused")
+    set_se_impl(ref, "reference")
+    return module, ref
+
+
+def run(fn, module, inputs, grad_out):
+    module.zero_grad(set_to_none=True)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(module, *[t * 1 for t in leaves])  # non-leaf inputs, as inside a network
+    out.backward(grad_out)
+    grads = [t.grad for t in leaves] + [p.grad for p in module.parameters()]
+    return out.detach(), grads
+
+
+def assert_same(fn, module, inputs, grad_out, tol=TOL):
+    fused_m, ref_m = pair(module)
+    out_f, grads_f = run(fn, fused_m, inputs, grad_out)
+    out_r, grads_r = run(fn, ref_m, inputs, grad_out)
+    torch.testing.assert_close(out_f, out_r, **tol)
+    assert len(grads_f) == len(grads_r)
+    for a, b in zip(grads_f, grads_r):
+        assert_grad_close(a, b, **tol)
+    return out_f
+
+
+def assert_grad_close(a, b, atol, rtol):
+    """Elementwise to (atol, rtol), with atol relative to the tensor's largest entry: downstream of the
+    SE (BN and conv backward over a whole batch) one-ulp differences in the SE's gradient add up."""
+    torch.testing.assert_close(a, b, atol=atol * max(1.0, b.abs().max().item()), rtol=rtol)
+
+
+@pytest.mark.parametrize("gate, squeeze, variant, layout", list(itertools.product(
+    ("sigmoid", "tanh", "relu"), ("avg", "max", "none"), ("se", "slow_squeeze_slow_excite"), LAYOUTS)))
+def test_tail_equals_reference(gate, squeeze, variant, layout):
+    torch.manual_seed(0)
+    fmt = LAYOUTS[layout]
+    se = SqueezeExcite(32, gate=gate, squeeze=squeeze, variant=variant, reduction=4)
+    x, sc, g = (torch.randn(3, 32, 6, 5).contiguous(memory_format=fmt) for _ in range(3))
+    for relu in (True, False):
+        out = assert_same(lambda m, a, b: m.tail(a, b, relu=relu), se, [x, sc], g)
+        assert out.is_contiguous(memory_format=fmt)
+    out = assert_same(lambda m, a: m(a), se, [x], g)  # the SE module alone (x * s)
+    assert out.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("block", ["basic", "bottleneck", "preact_basic", "preact_bottleneck"])
+def test_blocks_standard_position_fused_equals_reference(block, layout):
+    torch.manual_seed(0)
+    fmt = LAYOUTS[layout]
+    cfg = SEConfig(reduction=4)
+    make = {"basic": lambda: BasicBlock(16, 32, 2, cfg),
+            "bottleneck": lambda: Bottleneck(32, 8, 32, 1, 1, cfg),
+            "preact_basic": lambda: PreActBasicBlock(16, 32, 2, cfg),
+            "preact_bottleneck": lambda: PreActBottleneck(32, 8, 32, 1, cfg)}[block]
+    m = make().train().to(memory_format=fmt)
+    x = torch.randn(4, m.conv1.in_channels, 8, 8).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        g = torch.randn_like(m(x))
+    out = assert_same(lambda mod, a: mod(a), m, [x], g, tol=dict(atol=1e-5, rtol=1e-4))
+    assert out.is_contiguous(memory_format=fmt)
+    # inference (the in-place path) too
+    f, r = pair(m.eval())
+    with torch.inference_mode():
+        torch.testing.assert_close(f(x), r(x), **TOL)
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.rand(2, 3, dtype=torch.float64, requires_grad=True)
+    sc = torch.randn(2, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    for relu, shortcut in ((True, sc), (False, sc), (False, None)):
+        inputs = (x, s) if shortcut is None else (x, s, shortcut)
+        assert torch.autograd.gradcheck(
+            lambda *t: fused.scale_add_relu(t[0], t[1], t[2] if len(t) > 2 else None, relu=relu), inputs)
+    # the whole SE with the linked squeeze (x's gradient formed in the squeeze's backward)
+    se = SqueezeExcite(3, reduction=1, gate="tanh").double()
+    assert torch.autograd.gradcheck(lambda a, b: se.tail(a, b, relu=True), (x, sc))
+    assert torch.autograd.gradcheck(lambda a: se(a), (x,))
+
+
+def test_channel_dot_chunked_equals_plain(monkeypatch):
+    g, x = torch.randn(5, 7, 6, 6), torch.randn(5, 7, 6, 6)
+    monkeypatch.setattr(fused, "_CHUNK_BYTES", 2 * 7 * 36 * 4)  # 2 samples per chunk, a short last one
+    for fmt in LAYOUTS.values():
+        a, b = g.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt)
+        torch.testing.assert_close(fused.channel_dot(a, b), (g * x).sum((2, 3)), **TOL)
+
+
+def test_inputs_untouched_and_inplace_only_when_asked():
+    se = SqueezeExcite(8, reduction=2).eval()
+    x, sc = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    x0 = x.clone()
+    with torch.no_grad():
+        expected = torch.relu(se.reference_forward(x) + sc)
+        torch.testing.assert_close(se.tail(x, sc), expected, **TOL)
+        assert torch.equal(x, x0)
+        torch.testing.assert_close(fused.scale_add_relu(x, se.excite(x), sc), expected, **TOL)
+        assert torch.equal(x, x0)
+        out = se.tail(x, sc, inplace=True)
+    assert out.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(out, expected, **TOL)
+
+
+def test_gate_hooks_see_the_same_values_and_retain_graph():
+    torch.manual_seed(0)
+    se = SqueezeExcite(8, reduction=2)
+    seen = []
+    se.gate.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    sc = torch.randn(2, 8, 4, 4)
+    out = se.tail(x * 1, sc)
+    torch.testing.assert_close(seen[0], se.excite(x).detach())
+    out.sum().backward(retain_graph=True)
+    first = x.grad.clone()
+    x.grad = None
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, first)
+
+
+def test_model_fused_equals_reference_and_impl_switch():
+    torch.manual_seed(0)
+    model = build_model("resnet20", se="se").train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    fused_m, ref_m = pair(model)
+    losses, grads = [], []
+    for m in (fused_m, ref_m):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad for p in m.parameters()])
+    torch.testing.assert_close(losses[0], losses[1], **TOL)
+    for a, b in zip(*grads):
+        assert_grad_close(a, b, atol=1e-5, rtol=1e-4)
+    assert all(m.impl == "reference" for m in ref_m.modules() if isinstance(m, SqueezeExcite))
+    with pytest.raises(UserError, match="allowed: 'fused', 'reference'"):
+        set_se_impl(model, "fast")
+
+
+def test_benchmark_quick_smoke():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "se_overhead.py"
+    argv = [sys.executable, str(script), "--quick", "--layouts", "channels_last", "--threads", "1"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"sebench SE overhead: train -?\d+\.\d%, infer -?\d+\.\d% "
+                        r"\(timm: train -?\d+\.\d%, infer -?\d+\.\d%\)", last), last
+
+
+def test_buffer_reuse_only_when_nothing_else_holds_x():
+    """grad_x goes into x's buffer only when autograd frees the graph and nobody else holds x."""
+    torch.manual_seed(0)
+    block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4)).train()
+    x = torch.randn(2, 32, 6, 6)
+    decisions = []
+    real = fused._may_overwrite
+
+    def spy(t, *others):
+        decisions.append(real(t, *others))
+        return decisions[-1]
+
+    def grads(hold_bn3=False, retain=False):
+        block.zero_grad(set_to_none=True)
+        held = []
+        handle = block.bn3.register_forward_hook(lambda m, i, o: held.append(o)) if hold_bn3 else None
+        inp = x.clone().requires_grad_()
+        loss = block(inp * 1).square().sum()
+        loss.backward(retain_graph=retain)
+        if handle:
+            handle.remove()
+            snapshot = held[0].detach().clone()
+            torch.testing.assert_close(held[0], snapshot)  # the hook's tensor was not overwritten
+        return [inp.grad] + [p.grad.clone() for p in block.parameters()]
+
+    fused._may_overwrite = spy
+    try:
+        base = grads()
+        assert decisions[-1] is True
+        for kw in ({"hold_bn3": True}, {"retain": True}):
+            again = grads(**kw)
+            assert decisions[-1] is False
+            for a, b in zip(again, base):
+                torch.testing.assert_close(a, b, **TOL)
+    finally:
+        fused._may_overwrite = real
+
+
+def test_bn3_output_held_by_a_hook_is_left_intact():
+    block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4)).train()
+    held = []
+    block.bn3.register_forward_hook(lambda m, i, o: held.append(o))
+    out = block(torch.randn(2, 32, 6, 6, requires_grad=True) * 1)
+    before = held[0].detach().clone()
+    out.sum().backward()
+    assert torch.equal(held[0].detach(), before)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_squeeze_through_1x1_equals_mean_of_bn_conv(layout):
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(8, 32, 1, bias=False), torch.nn.BatchNorm2d(32)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    bn.eval()
+    z = torch.randn(3, 8, 7, 7).contiguous(memory_format=LAYOUTS[layout])
+    with torch.no_grad():
+        torch.testing.assert_close(fused.squeeze_through_1x1(z, conv, bn), bn(conv(z)).mean((2, 3)),
+                                   atol=1e-5, rtol=1e-5)
+        assert fused.squeeze_through_1x1(z, conv, bn.train()) is None  # batch statistics: not affine
+        assert fused.squeeze_through_1x1(z, torch.nn.Conv2d(8, 32, 3), bn.eval()) is None
+
+
+def test_flop_count_sees_only_the_textbook_squeeze():
+    from sebench.bench import count_flops
+    m = build_model("resnet50", se="se").to(memory_format=torch.channels_last)
+    plain = build_model("resnet50")
+    fc = sum(2 * s.widths[0] * s.widths[1] for s in m.modules() if isinstance(s, SqueezeExcite))
+    assert count_flops(m) - count_flops(plain) == fc  # the two FC layers, nothing else
+
+
+def test_hooks_on_the_se_module_see_its_input_and_output():
+    torch.manual_seed(0)
+    block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4)).eval()
+    seen = {}
+    block.se.register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0].clone()))
+    block.se.register_forward_hook(lambda m, args, out: seen.__setitem__("out", out.clone()))
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        block(x)
+        torch.testing.assert_close(seen["out"], block.se.reference_forward(seen["in"]), **TOL)

@@ -1,0 +1,325 @@
+"""`sebench report`: tables, statistics and plots from a synthetic store written by hand.
+
+The store holds a tiny spec laid out like the SE paper's CIFAR-10 table (rows: model, columns: original /
+SENet), with errors chosen so that every number in the table can be checked by hand, and a run that failed.
+The Markdown table is compared with tests/golden/report_tiny_cifar.md; after an intended change to the
+layout, regenerate it with
+
+    SEBENCH_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_report.py
+
+and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sebench.cli import main
+from sebench.errors import UserError
+from sebench.report.build import report_all, report_spec
+from sebench.report.stats import INTERVAL_METHOD
+from sebench.spec import expand, load_spec
+from sebench.store import collect
+
+GOLDEN = Path(__file__).parent / "golden"
+T_975_DF2 = 4.302652729911275  # Student t quantile, 0.975, 2 degrees of freedom
+T_975_DF1 = 12.706204736174707
+
+TINY_CIFAR = """
+title: "Tiny: SE vs original on CIFAR-10 (synthetic store)"
+source:
+  seed: 003_a73290d79b60d9ae.txt
+  table: "TABLE 4 Classification error (%) on CIFAR-10"
+  reference: 003_cifar10.csv
+  metrics: {top1_err: "{column}"}
+notes:
+  - "Numbers written by the test, not trained."
+base:
+  model: {name: resnet20}
+  data: {name: cifar10-embedded}
+  epochs: 3
+  batch_size: 64
+  benchmark: {batch_size: 32}
+seeds: [0, 1, 2]
+sweep:
+  - axis: model
+    ref: row
+    values:
+      - {label: ResNet-110, ref: "ResNet-110 [14]", set: {model.name: resnet20}}
+      - {label: ResNet-164, ref: "ResNet-164 [14]", set: {model.name: resnet32}}
+      - {label: Shake-Shake, ref: "Shake-Shake 26 2x96d [68] + Cutout [69]", pending: "not in the zoo yet"}
+  - axis: se
+    ref: column
+    values:
+      - {label: original, ref: original, baseline: true, set: {model.se: null}}
+      - {label: SENet, ref: SENet, set: {model.se: {variant: se, reduction: 16}}}
+profiles:
+  quick:
+    description: "CPU stand-in with synthetic numbers"
+"""
+
+# (model, se) -> {seed: final top-1 error}; None = the run failed; a missing seed was never run.
+CIFAR_ERRORS = {
+    ("ResNet-110", "original"): {0: 10.0, 1: 12.0, 2: 11.0},
+    ("ResNet-110", "SENet"): {0: 9.0, 1: 10.0, 2: 9.5},
+    ("ResNet-164", "original"): {0: 8.0, 1: 9.0},
+    ("ResNet-164", "SENet"): {0: 8.6, 1: 9.2, 2: None},
+}
+
+TINY_CNN3 = """
+title: "Tiny: SE in a 3-layer CNN (accuracy table, synthetic store)"
+source: {seed: 004_7959756dcf211b7d.txt, table: "3-layer CNN on CIFAR-10 (Table 1)",
+         reference: 004_cnn3_cifar10.csv, metrics: {top1_acc: Accuracy, test_loss: Loss}}
+base:
+  model: {name: cnn3}
+  data: {name: cifar10-embedded, augment: none}
+  epochs: 2
+  batch_size: 64
+seeds: [0, 1, 2]
+sweep:
+  - axis: method
+    ref: row
+    values:
+      - {label: Default, ref: Default, baseline: true, set: {model.se: null}}
+      - {label: SE module, ref: "Squeeze and excite module", set: {model.se: {variant: se}}}
+profiles:
+  quick: {}
+"""
+
+CNN3_ERRORS = {("Default",): {0: 30.0, 1: 31.0, 2: 32.0}, ("SE module",): {0: 29.0, 1: 29.5, 2: 30.0}}
+CNN3_LOSSES = {("Default",): {0: 0.90, 1: 1.00, 2: 1.10}, ("SE module",): {0: 0.85, 1: 0.97, 2: 1.06}}
+
+
+# ---- a synthetic store ------------------------------------------------------------------------------------
+
+def write_run(root: Path, rc, final_err: float | None, *, loss: float = 1.0, wall_s: float = 10.0,
+              params: int = 270_000, flops: int = 40_000_000, train_img_s: float = 100.0,
+              infer_img_s: float = 300.0) -> Path:
+    """What `fit` leaves in a run directory, written by hand: config.yaml, env.json, metrics.jsonl, summary."""
+    d = root / "runs" / rc.experiment / rc.run_id
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")},
+                                                  sort_keys=False))
+    (d / "env.json").write_text(json.dumps({"versions": {"torch": "2.14.1"}, "device": "cpu",
+                                            "device_name": "Test CPU", "threads": 2, "run_id": rc.run_id}))
+    fields = {"run_id": rc.run_id, "experiment": rc.experiment, "profile": rc.profile, "labels": rc.labels,
+              "model": rc.model.name, "se": rc.model.se.short() if rc.model.se else "none", "se_stages": None,
+              "dataset": "CIFAR-10 (synthetic test store)", "seed": rc.seed, "epochs": rc.epochs,
+              "batch_size": rc.batch_size}
+    if final_err is None:
+        (d / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_top1_err": 80.0}) + "\n")
+        (d / "summary.json").write_text(json.dumps({"status": "failed", **fields, "epoch": 2,
+                                                    "reason": "non-finite test loss (nan)", "time": "t"}))
+        return d
+    lines = []
+    for epoch in range(1, rc.epochs + 1):  # error falls towards its final value
+        err = final_err + 20.0 * (rc.epochs - epoch) / rc.epochs
+        lines.append(json.dumps({"epoch": epoch, "train_loss": 1.0, "test_loss": loss, "test_top1_err": err,
+                                 "test_top5_err": err / 4, "lr": 0.1, "train_img_s": train_img_s,
+                                 "epoch_s": wall_s / rc.epochs, "time": 1.0e9 + epoch}))
+    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    summary = {"status": "finished", **fields, "final_test_top1_err": final_err,
+               "final_test_top5_err": final_err / 4, "final_test_loss": loss, "final_train_loss": 1.0,
+               "params": params, "flops": flops, "input_size": [3, 32, 32], "train_img_s": train_img_s,
+               "wall_s": wall_s, "infer_img_s": infer_img_s, "infer_batch_size": rc.benchmark.batch_size,
+               "device": "cpu", "device_name": "Test CPU", "threads": 2, "amp": "off", "channels_last": False,
+               "torch": "2.14.1", "timm": "1.0.31", "git_commit": "0123456789abcdef0123", "time": "t"}
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def make_store(tmp_path: Path, spec_text: str, name: str, errors: dict, losses: dict | None = None,
+               profile: str = "quick", **run_kwargs):
+    spec_path = tmp_path / f"{name}.yaml"
+    spec_path.write_text(spec_text)
+    spec = load_spec(spec_path)
+    results = tmp_path / "results"
+    runs, _ = expand(spec, profile)
+    axes = [a.axis for a in spec.sweep]
+    for i, rc in enumerate(runs):
+        key = tuple(rc.labels[a] for a in axes)
+        by_seed = errors.get(key, {})
+        if rc.seed not in by_seed:
+            continue  # never run
+        loss = (losses or {}).get(key, {}).get(rc.seed, 1.0)
+        extra = run_kwargs.get("per_run", lambda rc: {})(rc)
+        write_run(results, rc, by_seed[rc.seed], loss=loss, wall_s=10.0 + i, **extra)
+    collect(results, profile)
+    return spec, spec_path, results
+
+
+@pytest.fixture
+def cifar_store(tmp_path):
+    def per_run(rc):  # SE: slower and slightly bigger, as it is
+        se = rc.model.se is not None
+        return {"train_img_s": 80.0 + rc.seed if se else 100.0 + rc.seed, "infer_img_s": 250.0 if se else 300.0,
+                "params": 272_000 if se else 270_000}
+    return make_store(tmp_path, TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS, per_run=per_run)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def cell(rows: list[dict], row: str, column: str, metric: str = "top1_err") -> dict:
+    return next(r for r in rows if r["row"] == row and r["column"] == column and r["metric"] == metric)
+
+
+# ---- statistics through the report ------------------------------------------------------------------------
+
+def test_cells_and_paired_deltas_match_hand_computation(cifar_store):
+    spec, _, results = cifar_store
+    rep = report_spec(spec, "quick", results, plots=False)
+    rows = read_csv(rep.tables[2])
+
+    base = cell(rows, "ResNet-110", "original")
+    assert (float(base["mean"]), float(base["std"]), base["n"]) == (11.0, 1.0, "3")
+    assert float(base["source"]) == 6.37
+    se = cell(rows, "ResNet-110", "SENet")
+    assert (float(se["mean"]), float(se["std"])) == (9.5, 0.5)
+    # per-seed differences -1, -2, -1.5: mean -1.5, sd 0.5, half-width t(0.975, 2) * 0.5 / sqrt(3)
+    half = T_975_DF2 * 0.5 / math.sqrt(3)
+    assert float(se["delta"]) == pytest.approx(-1.5)
+    assert float(se["delta_low"]) == pytest.approx(-1.5 - half, abs=1e-9)
+    assert float(se["delta_high"]) == pytest.approx(-1.5 + half, abs=1e-9)
+    assert float(se["source_delta"]) == pytest.approx(5.21 - 6.37)
+    assert se["verdict"] == "reproduced" and se["interval"] == INTERVAL_METHOD
+    assert se["baseline"] == "model=ResNet-110, se=original"
+
+    # ResNet-164: original has seeds 0, 1; SENet 0, 1 (seed 2 failed): paired on seeds 0 and 1 only.
+    se164 = cell(rows, "ResNet-164", "SENet")
+    assert se164["n"] == "2" and se164["n_expected"] == "3" and se164["status"] == "partial"
+    diffs = [8.6 - 8.0, 9.2 - 9.0]
+    m = sum(diffs) / 2
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs))
+    assert float(se164["delta"]) == pytest.approx(m)
+    assert float(se164["delta_high"]) - float(se164["delta"]) == pytest.approx(T_975_DF1 * sd / math.sqrt(2))
+    assert se164["delta_n"] == "2" and se164["verdict"] == "inconclusive"
+    assert float(se164["source_delta"]) == pytest.approx(4.39 - 5.46)
+
+    shake = cell(rows, "Shake-Shake", "SENet")
+    assert shake["status"] == "pending" and shake["mean"] == ""
+    assert float(shake["source"]) == 2.12  # the source's number is shown beside a pending row
+
+
+def test_markdown_matches_golden(cifar_store):
+    spec, _, results = cifar_store
+    rep = report_spec(spec, "quick", results, plots=False)
+    # Run ids hash the whole RunConfig: a new config field would change them without changing the layout.
+    text = re.sub(r"(?i)\b(run )[0-9a-f]{12}\b", r"\1<run_id>", rep.tables[0].read_text())
+    golden = GOLDEN / "report_tiny_cifar.md"
+    if os.environ.get("SEBENCH_UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text(), "layout changed: see this module's docstring to regenerate the golden file"
+
+
+def test_markdown_says_what_a_reader_needs(cifar_store):
+    spec, _, results = cifar_store
+    md = report_spec(spec, "quick", results, plots=False).tables[0].read_text()
+    assert "| ResNet-110 | 11.00 ± 1.00 (n=3) | 6.37 | 9.50 ± 0.50 (n=3) | 5.21 | -1.50 [-2.74, -0.26] (n=3) " \
+           "| -1.16 | reproduced |" in md
+    assert "8.50 ± 0.71 (n=2 of 3)" in md  # ResNet-164 original: two of three seeds ran
+    assert "| Shake-Shake | pending |" in md and "Pending: Shake-Shake: not in the zoo yet." in md
+    assert "NOT comparable with the paper's" in md  # quick profile caveat
+    assert "Failed run" in md and "non-finite test loss (nan)" in md
+    assert "Test CPU (cpu, 2 threads)" in md and "CIFAR-10 (synthetic test store)" in md
+    assert "over 10 finished runs" in md and INTERVAL_METHOD in md
+    assert "Numbers written by the test" in md  # spec notes become footnotes
+    tex = report_spec(spec, "quick", results, plots=False).tables[1].read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex and "\\%" in tex
+
+
+def test_accuracy_table_converts_error_and_deltas_along_rows(tmp_path):
+    spec, _, results = make_store(tmp_path, TINY_CNN3, "tiny_cnn3", CNN3_ERRORS, CNN3_LOSSES)
+    rep = report_spec(spec, "quick", results, plots=False)
+    rows = read_csv(rep.tables[2])
+    acc = cell(rows, "SE module", "", "top1_acc")
+    assert float(acc["mean"]) == pytest.approx(100 - 29.5) and acc["unit"] == "% accuracy"
+    assert float(acc["source"]) == 72.58
+    # accuracy diffs +1, +1.5, +2 -> mean 1.5, sd 0.5; source +0.06 (72.58 - 72.52)
+    assert float(acc["delta"]) == pytest.approx(1.5)
+    assert float(acc["delta_low"]) == pytest.approx(1.5 - T_975_DF2 * 0.5 / math.sqrt(3))
+    assert float(acc["source_delta"]) == pytest.approx(0.06) and acc["verdict"] == "reproduced"
+    loss = cell(rows, "SE module", "", "test_loss")
+    assert float(loss["delta"]) == pytest.approx(-0.04) and loss["verdict"] == "reproduced"
+    assert float(loss["source_delta"]) == pytest.approx(0.8068 - 0.8091)
+    md = rep.tables[0].read_text()
+    assert "our accuracy = 100 − our error" in md
+    assert "| Default (baseline) | 69.00 ± 1.00 (n=3) | 72.52 |" in md
+
+
+def test_no_claim_and_not_run_are_never_numbers(tmp_path):
+    errors = {("Default",): {0: 30.0}}  # the SE row was never run
+    spec, _, results = make_store(tmp_path, TINY_CNN3, "tiny_cnn3", errors)
+    md = report_spec(spec, "quick", results, plots=False).tables[0].read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| SE module"))
+    assert line.startswith("| SE module | not run | 72.58 | not run | 0.8068 | not run | +0.06 | not tested |")
+
+
+def test_missing_runs_csv_names_collect(tmp_path):
+    spec_path = tmp_path / "tiny_cifar.yaml"
+    spec_path.write_text(TINY_CIFAR)
+    with pytest.raises(UserError, match="sebench collect"):
+        report_spec(load_spec(spec_path), "quick", tmp_path / "results")
+
+
+def test_cli_missing_runs_csv_is_one_line_exit_2(tmp_path, capsys):
+    spec_path = tmp_path / "tiny_cifar.yaml"
+    spec_path.write_text(TINY_CIFAR)
+    assert main(["report", str(spec_path), "--profile", "quick", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "sebench collect" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+# ---- plots and the command ----------------------------------------------------------------------------------
+
+def _assert_images(paths: list[Path], stems: set[str]):
+    assert {p.stem for p in paths} == stems
+    for p in paths:
+        assert p.stat().st_size > 5000, p
+        head = p.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<?xml" in head
+
+
+def test_cli_report_writes_tables_plots_and_prints_markdown(cifar_store, capsys):
+    _, spec_path, results = cifar_store
+    assert main(["report", str(spec_path), "--profile", "quick", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "| model | original top-1 err. (%) | source |" in out
+    assert str(results / "quick" / "tables" / "tiny_cifar.md") in out
+    plots = sorted((results / "quick" / "plots").iterdir())
+    _assert_images(plots, {"tiny_cifar_throughput", "tiny_cifar_curves"})
+    assert len(plots) == 4  # png + svg each
+
+
+def test_reduction_plot_for_the_reduction_ablation(tmp_path):
+    """The real ablation spec, smoke profile: error and params against r, the baseline as a band."""
+    spec = load_spec(Path(__file__).parents[1] / "experiments" / "ablation_reduction.yaml")
+    results = tmp_path / "results"
+    runs, _ = expand(spec, "smoke")
+    for rc in runs:
+        r = rc.model.se.reduction if rc.model.se else None
+        write_run(results, rc, 40.0 - (r or 0) / 8, params=270_000 + (0 if r is None else 40_000 // r))
+    collect(results, "smoke")
+    rep = report_spec(spec, "smoke", results)
+    _assert_images(rep.plots, {"ablation_reduction_throughput", "ablation_reduction_curves",
+                               "ablation_reduction_reduction"})
+
+
+def test_report_all_builds_an_index(cifar_store):
+    spec, spec_path, results = cifar_store
+    folder = spec_path.parent
+    reports = report_all("quick", results, folder, plots=False, log=lambda s: None)
+    assert [r.spec.name for r in reports] == ["tiny_cifar"]
+    index = (results / "quick" / "tables" / "README.md").read_text()
+    assert "[tiny_cifar](tiny_cifar.md)" in index and "| 10 / 1 |" in index
