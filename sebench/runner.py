@@ -280,8 +280,26 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
 
 
 def _worker_init(gpu: Optional[str]) -> None:
+    _die_with_parent()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _die_with_parent() -> None:
+    """A worker must not go on training (and writing its run) after the runner that started it was
+    killed: on Linux, ask the kernel for SIGTERM when the parent dies. The run resumes next time."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def assign_gpus(jobs: int, gpus: list[str]) -> list[Optional[str]]:

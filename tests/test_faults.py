@@ -268,3 +268,39 @@ def test_unwritable_results_folder_is_one_clear_error(unwritable, tmp_path):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot write to the results folder" in proc.stderr and str(unwritable) in proc.stderr
     assert "--results" in proc.stderr  # says what to do
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_killed_parallel_sweep_leaves_no_worker_training(tmp_path):
+    """`run --jobs 2` killed with SIGKILL: its workers stop too (they would otherwise go on writing runs that
+    the next `run` wants to resume)."""
+    folder = write_spec(tmp_path / "w", [0, 1])
+    proc = subprocess.Popen([PY, "-m", "sebench", "run", "tiny.yaml", "--profile", "smoke", "--results", "res",
+                             "--device", "cpu", "--jobs", "2", "--set", "epochs=500"],
+                            cwd=folder, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + TIMEOUT
+    while not list((folder / "res").glob("runs/tiny/*/metrics.jsonl")):  # a worker is training
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    workers = [c for c in _children(proc.pid)
+               if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    assert workers
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]
+              for w in workers):
+        assert time.time() < deadline, "a worker outlived the killed runner"
+        time.sleep(0.2)
