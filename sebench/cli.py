@@ -152,6 +152,7 @@ def _spec_and_profile(args):
 
 
 def cmd_plan(args) -> int:
+    from sebench.report.data import duration
     from sebench.runner import plan
 
     spec, profile = _spec_and_profile(args)
@@ -163,7 +164,7 @@ def cmd_plan(args) -> int:
     table = []
     for row in rows:
         labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
-        est = "-" if row.est_seconds is None else _duration(row.est_seconds)
+        est = "-" if row.est_seconds is None else duration(row.est_seconds)
         table.append([row.run.run_id, labels or "(base)", row.run.seed, row.run.model.name,
                       row.run.data.name, row.run.epochs, row.status, est])
     for p in pending:
@@ -180,7 +181,7 @@ def cmd_plan(args) -> int:
         from sebench.runner import resolve_device_name
         todo = [r for r in rows if r.status != "finished"]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
-        line += f"; estimated time to finish on {resolve_device_name(args.device)}: {_duration(sum(known))}"
+        line += f"; estimated time to finish on {resolve_device_name(args.device)}: {duration(sum(known))}"
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
     print(line)
@@ -313,14 +314,6 @@ def cmd_wandb_sync(args) -> int:
     done = sync_offline(args.dir, include_synced=args.include_synced)
     print(f"{len(done)} offline W&B runs uploaded from {args.dir}")
     return 0
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}min"
-    return f"{seconds / 3600:.1f}h"
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -24,9 +24,7 @@ Standard deviations are population stds (ddof=0) over the images of a class.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sebench.store import atomic_open
 from sebench.errors import UserError
 from sebench.layers.se import SqueezeExcite, se_modules
 
@@ -618,20 +617,10 @@ def default_show_classes(classes: Sequence[str], present: Optional[Sequence[str]
 
 
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> Path:
-    """Write a frame as CSV atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a frame as CSV atomically (the store's temp-file-then-rename)."""
+    with atomic_open(path, "w") as f:
+        df.to_csv(f, index=False)
+    return Path(path)
 
 
 def analyze(model: nn.Module, batches: Iterable, classes: Sequence[str], out_dir: Union[str, Path], *,

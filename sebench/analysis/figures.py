@@ -14,8 +14,6 @@ directly (no pyplot, so no global backend or figure state is touched).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -23,6 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sebench.store import atomic_open
 from sebench.analysis.excitation import DEFAULT_THRESHOLD, ExcitationStats, parse_tag
 
 PathLike = Union[str, Path]
@@ -36,20 +35,10 @@ def _title(what: str, caption: str) -> str:
 
 
 def _save(fig: Figure, path: PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, "wb") as f:  # the store's temp-file-then-rename
+        fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+    return Path(path)
 
 
 def _grid(n: int, ncols: Optional[int]) -> tuple[int, int]:
