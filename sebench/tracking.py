@@ -215,6 +215,16 @@ def _read_run(run_dir: Path) -> tuple[dict, dict, dict, list[dict]]:
     return summary, config, env, read_jsonl(run_dir / "metrics.jsonl")
 
 
+def _abandon(run, message: str) -> None:
+    """Warn (once) and close a half-made W&B run as failed; never raises."""
+    _warn_once(message)
+    if run is not None:
+        try:
+            run.finish(exit_code=1)
+        except Exception:
+            pass
+
+
 def mirror_run(run_dir: str | os.PathLike, project: str = "sebench", mode: Optional[str] = None,
                dir: Optional[str | os.PathLike] = None, entity: Optional[str] = None) -> Optional[Path]:
     """Mirror one run directory of the store (results/runs/<experiment>/<run_id>) to a W&B run.
@@ -263,12 +273,7 @@ def mirror_run(run_dir: str | os.PathLike, project: str = "sebench", mode: Optio
         run.summary.update(_redact(flatten(summary), secrets))
         return _finish(wandb, run, exit_code=0 if summary.get("status") == "finished" else 1)
     except Exception as exc:
-        _warn_once(f"mirroring {run_dir} failed ({type(exc).__name__}: {exc})")
-        if run is not None:
-            try:
-                run.finish(exit_code=1)
-            except Exception:
-                pass
+        _abandon(run, f"mirroring {run_dir} failed ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -307,12 +312,7 @@ def mirror_report(profile: str, tables: Iterable[str | os.PathLike], plots: Iter
             run.log(logged)
         return _finish(wandb, run)
     except Exception as exc:
-        _warn_once(f"mirroring the {profile} report failed ({type(exc).__name__}: {exc})")
-        if run is not None:
-            try:
-                run.finish(exit_code=1)
-            except Exception:
-                pass
+        _abandon(run, f"mirroring the {profile} report failed ({type(exc).__name__}: {exc})")
         return None
 
 

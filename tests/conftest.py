@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,12 @@ def real_archive() -> str:
     if not path:
         pytest.skip("SEBENCH_CIFAR10_JPEG not set: point it at cifar10-jpeg.tar.xz to test the real archive")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to a busy machine's OpenMP stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,13 +10,7 @@ from sebench.layers.se import SEConfig, SqueezeExcite, set_se_impl
 from sebench.surgery import ConvSE, add_se, apply_surgery, surgery_modules
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is as fast, and immune to a busy machine's OpenMP stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tv(name, **kw):

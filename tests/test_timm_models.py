@@ -11,13 +11,7 @@ from sebench.models import MODELS, build_model, stage_ids
 from sebench.models.timm_models import TIMM_ZOO, se_attn_layer, timm_resnet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is as fast, and immune to a busy machine's OpenMP stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_our_se_as_timm_attn_layer_matches_seresnet50_params():
