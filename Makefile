@@ -10,7 +10,7 @@ JOBS   ?= 2
 RESULTS ?= results
 RUN_ARGS ?=
 
-.PHONY: setup test test-fast models reproduce-table reproduce-all clean
+.PHONY: setup test test-fast models reproduce-table reproduce-all notebook clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ reproduce-all: setup
 	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS); \
 	$(BIN)/sebench report all --profile $(PROFILE) --results $(RESULTS); \
 	if [ -n "$$failed" ]; then echo "specs with failed runs:$$failed"; exit 1; fi
+
+# Execute the excitation-distribution notebook in place (nbclient's `jupyter execute`). It analyses the
+# run folder SEBENCH_ANALYSIS_RUN when set, else the best quick SE run with a checkpoint or an analysis.
+notebook: setup
+	$(BIN)/jupyter execute --inplace --timeout=3600 notebooks/excitation_distributions.ipynb
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

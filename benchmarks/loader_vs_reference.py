@@ -1,16 +1,22 @@
 """Our training loop vs the common reference loop, side by side in one process.
 
 Same model (CIFAR ResNet-20, same initial weights), same images (a class-balanced subset of the CIFAR-10
-JPEG mirror), same optimizer, schedule and number of epochs; only the input pipeline differs:
+JPEG mirror), same optimizer, schedule and number of epochs; the loops differ in what sebench changes:
 
 * ours: the split as one uint8 tensor on the device, random crop (4-pixel zero padding), flip and
-  normalisation as batched tensor ops (sebench.data.ArrayLoader);
+  normalisation as batched tensor ops (sebench.data.ArrayLoader), and the model in channels_last
+  (`channels_last: true` in a spec; on this CPU oneDNN's NHWC convolutions are faster);
 * reference: a torchvision-style dataset of PIL images with RandomCrop(32, padding=4),
-  RandomHorizontalFlip, ToTensor, Normalize, and a DataLoader with 2 workers.
+  RandomHorizontalFlip, ToTensor, Normalize, and a DataLoader with 2 workers; NCHW model.
 
-Both train with sebench.engine.train_epoch and are evaluated on the same test images. The two arms
-alternate epoch by epoch (ours, reference, ours, ...) so that machine load affects both alike. The last
-line is `speedup: X.XXx` (median epoch time of the reference / ours).
+A third arm, "compute only", trains the reference's NCHW model on batches that are already made (no
+loading, no augmentation at all): the reference epoch time divided by its epoch time is the most any input
+pipeline alone could gain (printed as the loader ceiling), which tells how much of a speedup must come
+from the training step itself.
+
+All arms train with sebench.engine.train_epoch and are evaluated on the same test images. They alternate
+epoch by epoch so that machine load affects all alike. The last line is `speedup: X.XXx` (median epoch time
+of the reference / ours).
 
     python benchmarks/loader_vs_reference.py --archive ../shared/data/cifar10-jpeg.tar.xz
 """
@@ -76,6 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in the main process")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                    help="ours in NCHW too (isolates the input pipeline)")
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the compute-only arm")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -95,31 +104,43 @@ def main(argv=None) -> int:
     ours_test = ArrayLoader(data.test_x, data.test_y, batch_size=500, train=False, device="cpu",
                             mean=info.mean, std=info.std, seed=args.seed)
     ref_train, ref_test = reference_loaders(data, info.mean, info.std, args.batch_size, args.workers, args.seed)
+    setups = {"ours": (ours_train, ours_test, args.channels_last), "reference": (ref_train, ref_test, False)}
+    if args.ceiling:
+        # Batches made once (one augmented epoch of our loader), replayed every epoch: no loading cost.
+        ours_train.set_epoch(0)
+        ready = [(x.clone(), y.clone()) for x, y in ours_train]
+        setups["compute only"] = (ready, ours_test, False)
 
     arms = {}
-    for arm, (train_loader, test_loader) in {"ours": (ours_train, ours_test),
-                                             "reference": (ref_train, ref_test)}.items():
+    for arm, (train_loader, test_loader, channels_last) in setups.items():
         model = copy.deepcopy(init)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, optim_cfg)
         arms[arm] = dict(model=model, opt=opt, sched=build_scheduler(opt, optim_cfg, args.epochs, len(train_loader)),
-                         train=train_loader, test=test_loader, times=[], err=None)
+                         train=train_loader, test=test_loader, cl=channels_last, times=[], err=None)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(1, args.epochs + 1):
         for arm, a in arms.items():
             if hasattr(a["train"], "set_epoch"):
                 a["train"].set_epoch(epoch)
             start = time.perf_counter()
-            stats = train_epoch(a["model"], a["train"], a["opt"], a["sched"], loss_fn=loss_fn)
+            stats = train_epoch(a["model"], a["train"], a["opt"], a["sched"], loss_fn=loss_fn,
+                                channels_last=a["cl"])
             a["times"].append(time.perf_counter() - start)
-            print(f"epoch {epoch} {arm:9s}: {a['times'][-1]:6.2f} s, train loss {stats['loss']:.3f}, "
+            print(f"epoch {epoch} {arm:12s}: {a['times'][-1]:6.2f} s, train loss {stats['loss']:.3f}, "
                   f"{stats['img_s']:.0f} img/s", flush=True)
     for arm, a in arms.items():
-        a["err"] = evaluate(a["model"], a["test"])["top1_err"]
+        a["err"] = evaluate(a["model"], a["test"], channels_last=a["cl"])["top1_err"]
     print()
+    median = {arm: statistics.median(a["times"]) for arm, a in arms.items()}
     for arm, a in arms.items():
-        print(f"{arm:9s}: median epoch {statistics.median(a['times']):6.2f} s "
+        print(f"{arm:12s}: median epoch {median[arm]:6.2f} s "
               f"(all: {', '.join(f'{t:.2f}' for t in a['times'])}), final test top-1 error {a['err']:.2f}%")
-    speedup = statistics.median(arms["reference"]["times"]) / statistics.median(arms["ours"]["times"])
+    if "compute only" in median:
+        print(f"loader ceiling: {median['reference'] / median['compute only']:.2f}x (reference epoch / NCHW "
+              "training step alone: the most any input pipeline could gain here)")
+    speedup = median["reference"] / median["ours"]
     print(f"accuracy difference (ours - reference, top-1 error): {arms['ours']['err'] - arms['reference']['err']:+.2f} "
           "points (one seed: differences of a few points are noise at this length)")
     print(f"speedup: {speedup:.2f}x")

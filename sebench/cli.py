@@ -219,7 +219,7 @@ def cmd_run(args) -> int:
         result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
                            overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
                            download=args.download, progress=not args.no_progress,
-                           sync_bn=True if args.sync_bn else None)
+                           sync_bn=True if args.sync_bn else None, wandb=args.wandb)
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
@@ -238,6 +238,11 @@ def _run_slurm(args, spec, profile) -> int:
     """--launcher slurm: one job array, one run per task (sebench/slurm.py)."""
     from sebench import slurm
 
+    waits = args.wait or args.cluster in ("local", "debug")
+    if args.wandb and not waits:
+        raise UserError("--wandb mirrors runs as they end, which a submission that does not wait never sees",
+                        where="--wandb", fix="add --wait (or run `sebench run ... --wandb` later: finished "
+                                             "runs are skipped, so only mirroring is left)")
     cfg = slurm.resolve_slurm(spec, {"partition": args.partition, "account": args.account, "time": args.time,
                                      "nodes": args.nodes, "gpus_per_node": args.gpus_per_node})
     sub = slurm.submit_sweep(spec, profile, Path(args.results), cfg, cluster=args.cluster,
@@ -248,10 +253,16 @@ def _run_slurm(args, spec, profile) -> int:
     if not sub.jobs:
         print(f"runs: {Path(args.results) / 'runs' / spec.name}")
         return 0
-    if not (args.wait or args.cluster in ("local", "debug")):
+    if not waits:
         print(f"follow with: squeue --me; then `sebench collect --results {args.results}`")
         return 0
     result = slurm.wait(sub)
+    if args.wandb:
+        from sebench.store import run_dir as store_run_dir
+        from sebench.tracking import mirror_run
+        for rc in sub.runs:
+            if rc.run_id in result.finished or any(rc.run_id == rid for rid, _ in result.failed):
+                mirror_run(store_run_dir(Path(args.results), spec.name, rc.run_id))
     _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
 
@@ -316,6 +327,42 @@ def cmd_wandb_sync(args) -> int:
     return 0
 
 
+def _split_list(items: Sequence[str] | None) -> list[str] | None:
+    """`--blocks SE_2_3 SE_3_1` or `--blocks SE_2_3,SE_3_1` -> ['SE_2_3', 'SE_3_1']."""
+    if not items:
+        return None
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def cmd_analyze(args) -> int:
+    import warnings
+
+    from sebench.analysis.run import analyze_run
+
+    blocks = _split_list(args.blocks)
+    if blocks in (["paper"], ["all"]):
+        blocks = blocks[0]
+    with warnings.catch_warnings(record=True) as caught:  # shown as one line each, not with source lines
+        warnings.simplefilter("always")
+        result = analyze_run(args.run_dir, blocks=blocks, classes=_split_list(args.classes), out=args.out,
+                             data_path=args.data_path, cache_dir=args.cache_dir, device=args.device,
+                             threads=args.threads, progress=not args.no_progress)
+    for w in caught:
+        if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            print(f"sebench: warning: {w.message}", file=sys.stderr)
+    check = ("matches summary.json: the analysed checkpoint is the run's final model"
+             if result.checkpoint_matches else
+             f"DIFFERS from summary.json's {result.summary_top1_err}% (see the warning above)")
+    print(f"{result.run_id}: test top-1 error {result.test_top1_err:.2f}% over {result.images} images, "
+          f"{check}")
+    print(f"blocks: {', '.join(result.blocks)}; classes: {', '.join(result.classes)}")
+    out_dir = result.paths["report_json"].parent
+    print(f"outputs: {out_dir}")
+    for path in result.paths.values():
+        print(f"  {path.name}")
+    return 0
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, or just <name>")
     p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
@@ -369,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, help="torchrun: processes (default: the visible GPUs)")
     p.add_argument("--sync-bn", action="store_true",
                    help="data-parallel runs: SyncBatchNorm (CUDA only); same as --set execution.sync_bn=true")
+    p.add_argument("--wandb", action="store_true",
+                   help="mirror every run that ends to W&B (group = experiment; offline under ./wandb without an "
+                        "API key, upload later with `sebench wandb-sync`)")
     g = p.add_argument_group("SLURM (--launcher slurm; defaults from the spec's `slurm:` section)")
     g.add_argument("--partition")
     g.add_argument("--account")
@@ -399,6 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("analyze", help="excitation study of a trained run (the paper's 'Role of "
+                                       "Excitation'): CSVs and four figures in RUN_DIR/analysis")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run: results/runs/<experiment>/<run_id>")
+    p.add_argument("--blocks", nargs="+", metavar="TAG",
+                   help="SE blocks of the per-channel figures, e.g. SE_2_3 SE_3_1 (default: the paper's "
+                        "selection; 'all' for every block); the depth plots always show every block")
+    p.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="classes shown, names or indices (default: four unalike ones, e.g. frog airplane "
+                        "dog truck on CIFAR-10)")
+    p.add_argument("--data-path", help="data set file or folder (default: the run's execution.data_path)")
+    p.add_argument("--cache-dir", help="decoded-data cache (default: the run's, else $SEBENCH_CACHE)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("wandb-sync", help="upload offline W&B runs (wandb sync)")
     p.add_argument("--dir", default="wandb", help="the wandb/ folder (default: ./wandb, beside results/)")

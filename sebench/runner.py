@@ -353,7 +353,10 @@ def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict]
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
-              sync_bn: Optional[bool] = None, log=print) -> SweepResult:
+              sync_bn: Optional[bool] = None, wandb: bool = False, log=print) -> SweepResult:
+    """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time). With `wandb`, each run
+    that ends (finished or failed) is mirrored to W&B by this process (tracking.mirror_run: offline without
+    an API key; a W&B failure warns once and never stops the sweep)."""
     from sebench.engine import distributed
 
     world = distributed.current()
@@ -396,7 +399,12 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         log(f"[{reported[0]}/{len(todo)}] {outcome:8s} {rc.run_id}  {_labels(rc.labels)} seed {rc.seed}: {detail}"
             f"  ({time.time() - start:.0f}s elapsed)")
 
+    directories = {r.run.run_id: r.directory for r in todo}
+
     def record(rc: RunConfig, outcome: str, detail: str) -> None:
+        if wandb and outcome in ("finished", "failed") and world.is_main:
+            from sebench.tracking import mirror_run
+            mirror_run(directories[rc.run_id])
         if outcome == "finished":
             result.finished.append(rc.run_id)
         elif outcome == "skipped":

@@ -37,6 +37,7 @@ def test_models_table_paper_se(capsys):
     (["models", "resnet20", "--position", "after_3x3"], "does not exist in a BasicBlock"),
     (["models", "resnet20", "--latent-channels", "0"], "no hidden channels"),
     (["models", "resnet20", "--stages", "x"], "comma-separated"),
+    (["run", "cifar10_se_vs_baseline", "--launcher", "slurm", "--wandb"], "add --wait"),
 ])
 def test_user_mistakes_exit_2_without_traceback(argv, fragment, capsys):
     assert main(argv) == 2

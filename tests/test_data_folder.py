@@ -74,3 +74,11 @@ def test_build_loaders_for_a_folder_tree(tree):
     assert ld.label == "ImageFolder(tiny) [train 4, test 4]" and ld.info.label == "ImageFolder(tiny)"
     assert (ld.num_classes, ld.num_train, ld.num_test, len(ld.train)) == (2, 4, 4, 2)
     assert sorted(epoch(ld.train, 3)[1].tolist()) == [0, 0, 1, 1]  # the subset is class-balanced
+
+
+def test_a_last_training_batch_of_one_is_dropped_and_only_then(tmp_path):
+    odd = make_tree(tmp_path / "odd", per_class=(("train", 5), ("val", 2)))  # 10 images: batches 3, 3, 3, 1
+    train, _, _ = folder_loaders(odd, batch_size=3, eval_batch_size=4, workers=0, image_size=16, seed=0)
+    assert len(train) == 3 and [len(y) for _, y in train] == [3, 3, 3]
+    train, _, _ = folder_loaders(odd, batch_size=4, eval_batch_size=4, workers=0, image_size=16, seed=0)
+    assert [len(y) for _, y in train] == [4, 4, 2]  # a last batch of 2 is kept

@@ -102,7 +102,7 @@ CNN3_LOSSES = {("Default",): {0: 0.90, 1: 1.00, 2: 1.10}, ("SE module",): {0: 0.
 
 def write_run(root: Path, rc, final_err: float | None, *, loss: float = 1.0, wall_s: float = 10.0,
               params: int = 270_000, flops: int = 40_000_000, train_img_s: float = 100.0,
-              infer_img_s: float = 300.0) -> Path:
+              infer_img_s: float = 300.0, device_name: str = "Test CPU") -> Path:
     """What `fit` leaves in a run directory, written by hand: config.yaml, env.json, metrics.jsonl, summary."""
     d = root / "runs" / rc.experiment / rc.run_id
     d.mkdir(parents=True)
@@ -130,7 +130,7 @@ def write_run(root: Path, rc, final_err: float | None, *, loss: float = 1.0, wal
                "final_test_top5_err": final_err / 4, "final_test_loss": loss, "final_train_loss": 1.0,
                "params": params, "flops": flops, "input_size": [3, 32, 32], "train_img_s": train_img_s,
                "wall_s": wall_s, "infer_img_s": infer_img_s, "infer_batch_size": rc.benchmark.batch_size,
-               "device": "cpu", "device_name": "Test CPU", "threads": 2, "amp": "off", "channels_last": False,
+               "device": "cpu", "device_name": device_name, "threads": 2, "amp": "off", "channels_last": False,
                "torch": "2.14.1", "timm": "1.0.31", "git_commit": "0123456789abcdef0123", "time": "t"}
     (d / "summary.json").write_text(json.dumps(summary))
     return d
@@ -323,3 +323,22 @@ def test_report_all_builds_an_index(cifar_store):
     assert [r.spec.name for r in reports] == ["tiny_cifar"]
     index = (results / "quick" / "tables" / "README.md").read_text()
     assert "[tiny_cifar](tiny_cifar.md)" in index and "| 10 / 1 |" in index
+
+
+def test_throughput_plot_keeps_one_machine(tmp_path):
+    """Speeds from two machines are not comparable: the plot keeps the machine with most runs and says
+    which runs it left out; the tables still use every run."""
+    from sebench.report.data import gather
+    from sebench.report.plots import throughput_hardware
+
+    def per_run(rc):
+        fast = rc.model.se is None and rc.seed == 0
+        return {"device_name": "Fast CPU" if fast else "Test CPU", "train_img_s": 300.0 if fast else 100.0}
+
+    spec, _, results = make_store(tmp_path, TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS, per_run=per_run)
+    data = gather(spec, "quick", results)
+    assert throughput_hardware(data) == ("Test CPU", ["Fast CPU"])
+    rep = report_spec(spec, "quick", results)
+    svg = next(p for p in rep.plots if p.name == "tiny_cifar_throughput.svg").read_text()
+    assert "left out: the runs on Fast CPU" in svg.replace("\n", " ")
+    assert "Fast CPU" in rep.markdown_path.read_text()  # the table's hardware line names both

@@ -200,3 +200,28 @@ def test_wandb_sync_fails_with_one_clear_line(fresh, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err and err.count("\n") == 1
     assert SENTINEL not in err
+
+
+def test_run_with_wandb_mirrors_each_run_offline(tmp_path):
+    """`sebench run --wandb`: every run that ends becomes an offline W&B run grouped by experiment, tagged
+    with the profile and its sweep labels, holding its per-epoch metrics; the sweep itself still succeeds."""
+    import subprocess
+
+    from test_faults import PY, env, write_spec
+
+    folder = write_spec(tmp_path, [0, 1])
+    proc = subprocess.run([PY, "-m", "sebench", "run", "tiny.yaml", "--profile", "smoke", "--results", "results",
+                           "--device", "cpu", "--wandb", "--no-progress"], cwd=folder,
+                          env=env(WANDB_MODE="offline", NETRC="/nonexistent/netrc", WANDB_API_KEY=""),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    local = sorted((folder / "wandb").glob("offline-run-*"))
+    assert len(local) == 2
+    finished = {d.name for d in (folder / "results" / "runs" / "tiny").iterdir()}
+    for run_folder in local:
+        records = _records(next(run_folder.glob("run-*.wandb")))
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert run.run_group == "tiny" and run.tags[0] == "smoke"
+        assert run.display_name.split()[0] in finished
+        history = [_items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
+        assert history and all("test_top1_err" in h for h in history)

@@ -148,9 +148,11 @@ def folder_loaders(root: str | os.PathLike, *, batch_size: int, eval_batch_size:
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     common = dict(num_workers=workers, persistent_workers=workers > 0, worker_init_fn=seed_worker,
                   pin_memory=torch.cuda.is_available())
-    train = EpochDataLoader(train_ds, EpochSampler(len(train_ds), seed=seed, shuffle=True, rank=rank,
-                                                   world_size=world, pad=True),
-                            batch_size=batch_size, **common)
+    sampler = EpochSampler(len(train_ds), seed=seed, shuffle=True, rank=rank, world_size=world, pad=True)
+    # A last training batch of one image breaks BatchNorm in training mode: drop it in that case only, as
+    # the in-memory loader does (min_last=2).
+    train = EpochDataLoader(train_ds, sampler, batch_size=batch_size, drop_last=len(sampler) % batch_size == 1,
+                            **common)
     evaluate = EpochDataLoader(eval_ds, EpochSampler(len(eval_ds), seed=seed, shuffle=False, rank=rank,
                                                      world_size=world), batch_size=eval_batch_size, **common)
     return train, evaluate, classes

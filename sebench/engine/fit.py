@@ -251,6 +251,19 @@ def _restore_rng(state: dict, cfg: RunConfig, world: World) -> None:
                       "(dropout) differ from an uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
+def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings): fit and
+    the excitation analysis (which loads a checkpoint into it) build it the same way."""
+    model = build_model(cfg.model.name, cfg.model.num_classes or num_classes, se=cfg.model.se,
+                        se_stages=cfg.model.se_stages, **cfg.model.kwargs)
+    if cfg.model.surgery is not None:  # seed 000: SE after every large enough Conv2d
+        sg = cfg.model.surgery
+        apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
+                              "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
+                                     "bias": sg.bias}})
+    return model
+
+
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, world: World) -> dict:
     ex = cfg.execution
     main = world.is_main
@@ -259,14 +272,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                             device=device, seed=cfg.seed, path=ex.data_path, cache_dir=ex.cache_dir,
                             num_workers=ex.num_workers, download=ex.download, rank=world.rank,
                             world_size=world.size)
-    model = build_model(cfg.model.name, cfg.model.num_classes or loaders.num_classes, se=cfg.model.se,
-                        se_stages=cfg.model.se_stages, **cfg.model.kwargs)
-    if cfg.model.surgery is not None:  # seed 000: SE after every large enough Conv2d
-        sg = cfg.model.surgery
-        apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
-                              "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
-                                     "bias": sg.bias}})
-    model = model.to(device)
+    model = build_run_model(cfg, loaders.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     input_size = _input_size(model, cfg.data, loaders.info.image_size)

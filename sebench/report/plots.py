@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -94,10 +95,22 @@ def _style(data: ReportData):
     return color, marker, linestyle
 
 
-def _stat(data: ReportData, combo: Combo, column: str) -> tuple[float, float, int]:
-    vals = [r.row.get(column) for _, r in sorted(data.runs(combo).items())]
+def _stat(data: ReportData, combo: Combo, column: str, hardware: Optional[str] = None) -> tuple[float, float, int]:
+    vals = [r.row.get(column) for _, r in sorted(data.runs(combo).items())
+            if hardware is None or r.row.get("device_name") == hardware]
     vals = [v for v in vals if isinstance(v, float) and not math.isnan(v)]
     return mean_std(vals)
+
+
+def throughput_hardware(data: ReportData) -> tuple[Optional[str], list[str]]:
+    """(the hardware whose runs the throughput plot shows, the other hardware left out). Speeds measured
+    on different machines are not comparable, so with several, the plot keeps the one with most runs
+    (None: all runs share one)."""
+    counts = Counter(str(r.row.get("device_name") or "unknown device") for r in data.all_runs())
+    if len(counts) <= 1:
+        return None, []
+    keep = counts.most_common(1)[0][0]
+    return keep, sorted(h for h in counts if h != keep)
 
 
 def _batch_label(data: ReportData, column: str) -> str:
@@ -110,6 +123,7 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
     if not combos:
         return []
     color, marker, _ = _style(data)
+    hardware, left_out = throughput_hardware(data)
     fig = _figure(15, 6.2)
     axes = fig.subplots(1, 2, sharey=True)
     panels = [("train_img_s", f"training throughput (img/s, {_batch_label(data, 'batch_size')})"),
@@ -117,8 +131,8 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
     for ax, (column, xlabel) in zip(axes, panels):
         points = {}
         for combo in combos:
-            x, xs, _ = _stat(data, combo, column)
-            y, ys, n = _stat(data, combo, "final_test_top1_err")
+            x, xs, _ = _stat(data, combo, column, hardware)
+            y, ys, n = _stat(data, combo, "final_test_top1_err", hardware)
             if math.isnan(x) or math.isnan(y):
                 continue
             points[combo] = (x, y)
@@ -146,7 +160,9 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
                    f"{data.spec.name}_throughput",
                    POINTS + " Training img/s: mean over the run's epochs at its training batch size (data "
                    "loading, forward, backward, step); inference img/s: the trained model after training, at the "
-                   "benchmark batch size.")
+                   "benchmark batch size."
+                   + (f" Only the runs on {hardware} are shown (speeds on other machines are not comparable); "
+                      f"left out: the runs on {', '.join(left_out)}." if hardware else ""))
 
 
 def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:

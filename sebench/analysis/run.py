@@ -1,0 +1,257 @@
+"""The excitation study of one trained run from the store: `analyze_run` (and `sebench analyze`).
+
+It rebuilds the run's model exactly as fit did (:func:`sebench.engine.fit.build_run_model`), loads the
+final checkpoint (``ckpt/last.pt``), builds the run's test split with its evaluation transform
+(:func:`sebench.data.build_loaders`), and hands both to :func:`sebench.analysis.excitation.analyze`, which
+writes the CSVs and the four figures into ``<run_dir>/analysis/``. In the same pass over the test split
+it measures the top-1 error and compares it with the run's summary: equal numbers prove that the
+weights analysed are the ones the summary reports on. ``analysis.json`` records that check with the
+run's identity, the blocks and classes shown and the data label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from sebench.errors import UserError
+
+PathLike = Union[str, Path]
+OUT_DIR = "analysis"
+REPORT = "analysis.json"
+# The test error measured here may differ from the run's own evaluation only by float noise (thread
+# count, fused vs reference SE path, AMP): more than this many points means other weights or other data.
+ERR_TOLERANCE = 0.5
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """What analyze_run wrote and measured. `paths`: CSVs, figures and analysis.json by name."""
+
+    paths: dict[str, Path]
+    run_id: str
+    label: str
+    blocks: list[str]
+    classes: list[str]
+    images: int
+    test_top1_err: float
+    summary_top1_err: Optional[float]
+
+    @property
+    def checkpoint_matches(self) -> bool:
+        """The measured test error equals the summary's (within ERR_TOLERANCE points)."""
+        return (self.summary_top1_err is not None
+                and abs(self.test_top1_err - self.summary_top1_err) <= ERR_TOLERANCE)
+
+
+def _read_run(run_dir: Path):
+    """(RunConfig, recorded run id, summary, the command that reruns it) of a finished run; UserError
+    naming the file otherwise."""
+    from sebench.spec import RunConfig
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise UserError("not a run directory (no config.yaml)", where=str(run_dir),
+                        fix="pass a folder results/runs/<experiment>/<run_id>")
+    try:
+        raw = yaml.safe_load(config.read_text()) or {}
+        run_id = raw.pop("run_id", None)
+        cfg = RunConfig.model_validate(raw)
+    except (yaml.YAMLError, ValidationError, AttributeError) as exc:
+        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        raise UserError(f"unreadable run configuration ({first})", where=str(config)) from None
+    run_id = run_id or cfg.run_id
+    rerun = f"`sebench run {cfg.experiment} --profile {cfg.profile}`"
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        summary = None
+    if not summary or summary.get("status") != "finished":
+        state = "no readable summary" if not summary else f"status {summary.get('status')!r}"
+        raise UserError(f"the run has not finished ({state})", where=str(path),
+                        fix=f"finish it first: {rerun} resumes it")
+    return cfg, run_id, summary, rerun
+
+
+def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
+    """The final epoch's model state from ckpt/last.pt (prev.pt is one epoch older: never used here)."""
+    from sebench.engine import checkpoint
+
+    path = run_dir / "ckpt" / checkpoint.LAST
+    if not path.exists():  # checkpoints are git-ignored: a run from the committed store has none
+        raise UserError("the run has no checkpoint to analyse", where=str(path),
+                        fix=f"train it again here: delete {run_dir / 'summary.json'} and run {rerun}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the UserError below says it better
+        state = checkpoint.read(path)
+    if state is None:
+        raise UserError("the checkpoint is unreadable", where=str(path),
+                        fix=f"train the run again: delete {run_dir / 'summary.json'} and {path.parent}, "
+                            f"then run {rerun}")
+    if state["run_id"] != run_id:
+        raise UserError(f"the checkpoint belongs to run {state['run_id']!r}, not {run_id!r}", where=str(path))
+    if state["epoch"] != epochs:
+        raise UserError(f"the checkpoint is of epoch {state['epoch']}, not the final epoch {epochs}",
+                        where=str(path), fix=f"finish the run: {rerun}")
+    return state["model"]
+
+
+def resolve_classes(classes: Optional[Sequence[Union[int, str]]], names: Sequence[str]) -> Optional[list[str]]:
+    """Class names from names or indices (``'frog'``, ``6``, ``'6'``); None stays None (the default)."""
+    if classes is None:
+        return None
+    out = []
+    for c in classes:
+        text = str(c).strip()
+        if text in names:
+            out.append(text)
+        elif text.isdigit() and int(text) < len(names):
+            out.append(names[int(text)])
+        else:
+            raise UserError(f"unknown class {c!r}", field="classes",
+                            fix=f"use names or indices 0-{len(names) - 1}: {', '.join(names)}")
+    if len(set(out)) != len(out) or not out:
+        raise UserError(f"give distinct classes, at least one (got {list(classes)})", field="classes")
+    return out
+
+
+class _Scored:
+    """Wraps (x, y) batches and counts the model's top-1 hits during analyze's own pass, so the test
+    error and the excitations come from one forward of every image."""
+
+    def __init__(self, batches, model: torch.nn.Module, progress: bool):
+        self.batches, self.progress = batches, progress
+        self.hits = self.n = 0
+        self._y: Optional[torch.Tensor] = None
+        self._handle = model.register_forward_hook(self._hook)
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        for x, y in tqdm(self.batches, total=len(self.batches), desc="recording", unit="batch",
+                         file=sys.stderr, disable=not self.progress, leave=False):
+            self._y = y
+            yield x, y
+
+    def _hook(self, module, inputs, output):
+        y = self._y[: len(output)].to(output.device)
+        self.hits += int((output.argmax(1) == y).sum())
+        self.n += len(output)
+
+    @property
+    def top1_err(self) -> float:
+        return 100.0 * (self.n - self.hits) / self.n if self.n else math.nan
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def caption(label: str, cfg, run_id: str) -> str:
+    """The line every figure carries: data variant, model and SE settings, run id, epochs, profile."""
+    se = (cfg.model.se.short() if cfg.model.se is not None else
+          f"SE surgery (min {cfg.model.surgery.min_channels} ch)" if cfg.model.surgery is not None else "no SE")
+    return (f"{label} | {cfg.model.name}, {se} | run {run_id} ({cfg.experiment}, seed {cfg.seed}, "
+            f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, {cfg.profile} profile)")
+
+
+def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union[int, str]]] = None,
+                out: Optional[PathLike] = None, *, data_path: Optional[str] = None,
+                cache_dir: Optional[str] = None, device: str = "auto", threads: Optional[int] = None,
+                batch_size: Optional[int] = None, channels: int = 50, progress: bool = True) -> RunAnalysis:
+    """The paper's excitation study for a finished run of the store; outputs in ``<run_dir>/analysis``.
+
+    `blocks`: the panels of figures (a)/(b): None or 'paper' (the paper's selection rule), 'all', or SE
+    tags; (c)/(d) always span every SE block. `classes`: the classes shown, names or indices (default:
+    frog, airplane, dog, truck on CIFAR-10). `data_path`/`cache_dir` default to the run's execution
+    settings (as `sebench run` would use them); `device` 'auto' (not the run's: it may have trained on
+    a GPU this machine lacks); `threads` CPU threads (default all); `batch_size` the evaluation batch
+    (default the run's). Mistakes (bad block or class, unfinished run, missing checkpoint) raise
+    UserError before anything is written.
+    """
+    from sebench.analysis.excitation import analyze, default_show_classes, resolve_blocks
+    from sebench.data import build_loaders, get_info
+    from sebench.engine.env import available_cpus, now_iso
+    from sebench.engine.fit import build_run_model, resolve_device
+    from sebench.store import atomic_write_json
+
+    run_dir = Path(run_dir)
+    cfg, run_id, summary, rerun = _read_run(run_dir)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[{run_id}] {msg}", file=sys.stderr, flush=True)
+
+    # Fail fast on a model without SE or a bad block tag: the classifier's width does not change the tags.
+    info = get_info(cfg.data.name)
+    guess = cfg.model.num_classes or info.num_classes or 1
+    model = build_run_model(cfg, guess)
+    panel = resolve_blocks(model, blocks)
+    state = _load_weights(run_dir, run_id, cfg.epochs, rerun)
+    out_dir = Path(out) if out is not None else run_dir / OUT_DIR
+
+    dev = resolve_device(device)
+    ex = cfg.execution
+    # Threads only: fit's determinism switches change nothing in an eval-mode forward (and importing
+    # what they need costs seconds).
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or available_cpus())
+    try:
+        say(f"loading the test split of {cfg.data.name}")
+        loaders = build_loaders(cfg.data, batch_size=cfg.batch_size,
+                                eval_batch_size=batch_size or cfg.eval_batch_size, device=dev, seed=cfg.seed,
+                                path=data_path or ex.data_path, cache_dir=cache_dir or ex.cache_dir,
+                                num_workers=ex.num_workers)
+        shown = resolve_classes(classes, loaders.classes) or default_show_classes(loaders.classes)
+        if (cfg.model.num_classes or loaders.num_classes) != guess:
+            model = build_run_model(cfg, loaders.num_classes)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"the checkpoint does not fit the model its config builds "
+                            f"({str(exc).splitlines()[0]})", where=str(run_dir / "ckpt"),
+                            fix=f"train the run again with this code: {rerun}") from None
+        model = model.to(dev)
+        if loaders.label != summary.get("dataset"):
+            warnings.warn(f"the run was trained on {summary.get('dataset')!r}, the data found here is "
+                          f"{loaders.label!r}", RuntimeWarning, stacklevel=2)
+        label = caption(loaders.label, cfg, run_id)
+        say(f"recording excitations of {len(panel)} panel blocks (and every SE block for the depth "
+            f"plots) over {loaders.num_test} test images on {dev}")
+        scored = _Scored(loaders.test, model, progress)
+        try:
+            paths = analyze(model, scored, loaders.classes, out_dir, blocks=panel, show_classes=shown,
+                            label=label, channels=channels, device=dev)
+        finally:
+            scored.remove()
+    finally:
+        torch.set_num_threads(saved_threads)
+
+    recorded = summary.get("final_test_top1_err")
+    matches = recorded is not None and abs(scored.top1_err - recorded) <= ERR_TOLERANCE
+    if not matches:
+        warnings.warn(f"test top-1 error measured now {scored.top1_err:.2f}% differs from the run's "
+                      f"{recorded}% by more than {ERR_TOLERANCE} points: the weights or data analysed "
+                      "may not be the ones the summary reports on", RuntimeWarning, stacklevel=2)
+    paths["report_json"] = out_dir / REPORT
+    atomic_write_json(paths["report_json"], {
+        "run_id": run_id, "experiment": cfg.experiment, "profile": cfg.profile, "model": cfg.model.name,
+        "dataset": loaders.label, "caption": label, "epochs": cfg.epochs, "blocks": panel,
+        "classes": shown, "images": scored.n, "test_top1_err": scored.top1_err,
+        "summary_test_top1_err": recorded, "checkpoint_matches": matches,
+        "tolerance_points": ERR_TOLERANCE, "device": str(dev), "torch": torch.__version__,
+        "time": now_iso(), "files": {k: p.name for k, p in paths.items()}})
+    return RunAnalysis(paths=paths, run_id=run_id, label=label, blocks=panel, classes=shown,
+                       images=scored.n, test_top1_err=scored.top1_err, summary_top1_err=recorded)
+
+
+__all__ = ["ERR_TOLERANCE", "RunAnalysis", "analyze_run", "caption", "resolve_classes"]
