@@ -236,22 +236,18 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
     finally:
         torch.set_num_threads(saved_threads)
 
-    recorded = summary.get("final_test_top1_err")
-    matches = recorded is not None and abs(scored.top1_err - recorded) <= ERR_TOLERANCE
-    if not matches:
-        warnings.warn(f"test top-1 error measured now {scored.top1_err:.2f}% differs from the run's "
-                      f"{recorded}% by more than {ERR_TOLERANCE} points: the weights or data analysed "
-                      "may not be the ones the summary reports on", RuntimeWarning, stacklevel=2)
     paths["report_json"] = out_dir / REPORT
+    result = RunAnalysis(paths=paths, run_id=run_id, label=label, blocks=panel, classes=shown, images=scored.n,
+                         test_top1_err=scored.top1_err, summary_top1_err=summary.get("final_test_top1_err"))
+    if not result.checkpoint_matches:
+        warnings.warn(f"test top-1 error measured now {scored.top1_err:.2f}% differs from the run's "
+                      f"{result.summary_top1_err}% by more than {ERR_TOLERANCE} points: the weights or data "
+                      "analysed may not be the ones the summary reports on", RuntimeWarning, stacklevel=2)
     atomic_write_json(paths["report_json"], {
         "run_id": run_id, "experiment": cfg.experiment, "profile": cfg.profile, "model": cfg.model.name,
         "dataset": loaders.label, "caption": label, "epochs": cfg.epochs, "blocks": panel,
         "classes": shown, "images": scored.n, "test_top1_err": scored.top1_err,
-        "summary_test_top1_err": recorded, "checkpoint_matches": matches,
+        "summary_test_top1_err": result.summary_top1_err, "checkpoint_matches": result.checkpoint_matches,
         "tolerance_points": ERR_TOLERANCE, "device": str(dev), "torch": torch.__version__,
         "time": now_iso(), "files": {k: p.name for k, p in paths.items()}})
-    return RunAnalysis(paths=paths, run_id=run_id, label=label, blocks=panel, classes=shown,
-                       images=scored.n, test_top1_err=scored.top1_err, summary_top1_err=recorded)
-
-
-__all__ = ["ERR_TOLERANCE", "RunAnalysis", "analyze_run", "caption", "resolve_classes"]
+    return result
