@@ -30,10 +30,12 @@ test-fast: setup
 models: setup
 	$(BIN)/sebench models
 
-# One table: run what is missing (resuming what was interrupted), consolidate, report. Extra options for
+# One table: run what is missing (resuming what was interrupted), re-measure its configurations' speeds side
+# by side (sebench speed), consolidate, report. Extra options for
 # `sebench run` (e.g. RUN_ARGS="--data-path ~/data/cifar10") go in RUN_ARGS.
 reproduce-table: setup
 	$(BIN)/sebench run $(TABLE) --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS) $(RUN_ARGS)
+	$(BIN)/sebench speed $(TABLE) --profile $(PROFILE) --results $(RESULTS)
 	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS)
 	$(BIN)/sebench report $(TABLE) --profile $(PROFILE) --results $(RESULTS)
 
@@ -42,6 +44,7 @@ reproduce-all: setup
 	@failed=""; for spec in $$($(BIN)/sebench specs); do \
 	  $(BIN)/sebench run $$spec --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS) $(RUN_ARGS) \
 	    || failed="$$failed $$spec"; done; \
+	$(BIN)/sebench speed all --profile $(PROFILE) --results $(RESULTS); \
 	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS); \
 	$(BIN)/sebench report all --profile $(PROFILE) --results $(RESULTS); \
 	if [ -n "$$failed" ]; then echo "specs with failed runs:$$failed"; exit 1; fi

@@ -2,8 +2,13 @@
 
 For each configuration (model x memory layout x mode) the script times a training step (forward,
 cross-entropy, backward, SGD step) and an inference forward (inference_mode) at a fixed batch, after a
-warm-up, round-robin over all configurations (so that background load hits them alike), and reports
-medians over the repeats. Overhead = SE model / its plain counterpart - 1.
+warm-up, round-robin over all configurations (so that background load hits them alike; each SE model
+right beside its plain counterpart, the direction alternating between repeats).
+
+Overhead = SE model / its plain counterpart - 1, computed per repeat from the two adjacent timings (a
+slow spell of the machine then hits both sides of the ratio) and summarised as the median over repeats,
+with a distribution-free 95% interval for that median (order statistics; needs >= 6 repeats). On a
+noisy 2-core CPU the interval is the honest answer to "is it under the goal?".
 
 Models: sebench's ``resnet50`` with ``stride_in='3x3'`` (torchvision/timm's layout, the same network as
 timm's ``resnet50``) and with its default ``'1x1'`` (the paper's Caffe layout), each without and with SE
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sebench.layers.se import set_se_impl  # noqa: E402
 from sebench.models import build_model  # noqa: E402
+from sebench.report.stats import median_interval  # noqa: E402
 
 def _sebench(se: bool, stride_in: str, impl: str = "fused"):
     def make():
@@ -120,7 +126,7 @@ def run(args) -> list[dict]:
     names = sorted(set(names) | {table[n][0] for n in names if table[n][0]}, key=list(table).index)
     configs = [Config(n, table[n][1], layout, device, args.batch_size, args.image_size)
                for layout in args.layouts for n in names]
-    jobs = [(c, mode) for c in configs for mode in args.modes]
+    jobs = [(c, mode) for mode in args.modes for c in configs]  # configs: each plain model, then its SE
     for c, mode in jobs:  # warm-up (allocator, oneDNN/cuDNN kernel choice)
         for _ in range(args.warmup):
             (c.train_step if mode == "train" else c.infer_step)()
@@ -130,26 +136,34 @@ def run(args) -> list[dict]:
         for c, mode in order:
             times[(c.name, c.layout, mode)].append(c.timed(mode, args.iters, CLOCKS[args.clock]))
         print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
-    medians = {k: statistics.median(v) for k, v in times.items()}
     rows = []
-    for (name, layout, mode), ms in medians.items():
+    for (name, layout, mode), ms in times.items():
+        row = {"model": name, "layout": layout, "mode": mode, "ms": statistics.median(ms),
+               "min": min(ms), "max": max(ms), "overhead": None, "low": None, "high": None}
         plain = table[name][0]
-        over = 100 * (ms / medians[(plain, layout, mode)] - 1) if plain else None
-        rows.append({"model": name, "layout": layout, "mode": mode, "ms": ms, "overhead": over,
-                     "min": min(times[(name, layout, mode)]), "max": max(times[(name, layout, mode)])})
+        if plain:
+            paired = [100 * (a / b - 1) for a, b in zip(ms, times[(plain, layout, mode)])]
+            row["overhead"], row["low"], row["high"], _ = median_interval(paired)
+        rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict], args) -> None:
-    head = ["model", "layout", "mode", "median ms", "min..max ms", "overhead %"]
+    head = ["model", "layout", "mode", "median ms", "min..max ms", "overhead %", "95% interval"]
+
+    def interval(r):
+        if r["overhead"] is None:
+            return ""
+        return "n/a (< 6 repeats)" if r["low"] is None else f"{r['low']:+.1f}..{r['high']:+.1f}"
     body = [[r["model"], r["layout"], r["mode"], f"{r['ms']:.1f}", f"{r['min']:.1f}..{r['max']:.1f}",
-             "" if r["overhead"] is None else f"{r['overhead']:+.1f}"] for r in rows]
+             "" if r["overhead"] is None else f"{r['overhead']:+.1f}", interval(r)] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
           f"{args.clock} clock, "
           f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.repeats} repeats x "
-          f"{args.iters} iters (median), warm-up {args.warmup}")
+          f"{args.iters} iters, warm-up {args.warmup}; overhead: median over repeats of the paired "
+          f"ratio SE / plain - 1, with its order-statistic interval")
     print(fmt.format(*head))
     print(fmt.format(*("-" * w for w in widths)))
     for b in body:

@@ -363,6 +363,60 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    import json
+
+    import torch
+
+    from sebench.bench import remeasure_runs
+    from sebench.engine.env import available_cpus, device_name
+    from sebench.engine.fit import resolve_device
+    from sebench.store import SPEED_FILE, iter_summaries
+
+    for flag, value in (("--repeats", args.repeats), ("--iters", args.iters), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1", where=flag, fix=f"e.g. {flag} 3")
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads or available_cpus())
+    finished: dict[str, list[Path]] = {}
+    for directory, summary in iter_summaries(args.results):
+        if summary.get("profile") == args.profile and summary.get("status") == "finished":
+            finished.setdefault(str(summary.get("experiment")), []).append(directory)
+    if args.spec == "all":
+        names = sorted(finished)
+    else:  # a spec path or name: its runs are stored under the spec's name
+        names = [Path(args.spec).name.removesuffix(".yaml").removesuffix(".yml")]
+    if not names or not all(n in finished for n in names):
+        missing = next((n for n in names if n not in finished), "any experiment")
+        raise UserError(f"no finished runs of {missing} in profile {args.profile!r}",
+                        where=str(Path(args.results) / "runs"),
+                        fix=f"run `sebench run SPEC --profile {args.profile}` first, or pick the profile "
+                            "the runs were made in")
+    here = device_name(device)
+
+    def measured_here(d: Path) -> bool:
+        try:
+            rec = json.loads((d / SPEED_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return rec.get("device_name") == here and rec.get("threads") == torch.get_num_threads()
+
+    written = []
+    for name in names:
+        dirs = finished[name]
+        if not args.force and all(measured_here(d) for d in dirs):  # one sitting per experiment
+            print(f"{name}: all {len(dirs)} runs already re-measured on {here} with "
+                  f"{torch.get_num_threads()} thread(s) (--force measures again)")
+            continue
+        print(f"{name}:", flush=True)
+        written += remeasure_runs(dirs, device=device, repeats=args.repeats, iters=args.iters,
+                                  log=lambda msg: print(f"  {msg}", flush=True))
+    print(f"wrote {len(written)} {SPEED_FILE} file(s) under {Path(args.results) / 'runs'}; next: "
+          f"`sebench collect --profile {args.profile}` and `sebench report {args.spec} --profile {args.profile}` "
+          f"(plots then use these speeds)")
+    return 0
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, or just <name>")
     p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
@@ -449,6 +503,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("speed", help="re-measure the training and inference throughput of every "
+                                     "configuration of an experiment's finished runs, side by side in one "
+                                     "sitting (speed.json in each run folder; plots use it)")
+    p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, <name>, or 'all' (every experiment "
+                                                "with finished runs)")
+    p.add_argument("--profile", default="quick", help="the profile whose runs are measured")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all available)")
+    p.add_argument("--repeats", type=int, default=5, help="round-robin passes (median, min and max reported)")
+    p.add_argument("--iters", type=int, default=3, help="timed steps per configuration and pass")
+    p.add_argument("--force", action="store_true", help="measure again even where this machine already did")
+    p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("analyze", help="excitation study of a trained run (the paper's 'Role of "
                                        "Excitation'): CSVs and four figures in RUN_DIR/analysis")

@@ -142,6 +142,40 @@ def read_jsonl(path: PathLike) -> list[dict]:
     return records
 
 
+def read_finished_run(run_dir: PathLike):
+    """(RunConfig, recorded run id, summary, the command that reruns it) of a finished run; UserError
+    naming the file otherwise."""
+    import yaml
+    from pydantic import ValidationError
+
+    from sebench.spec import RunConfig
+
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise UserError("not a run directory (no config.yaml)", where=str(run_dir),
+                        fix="pass a folder results/runs/<experiment>/<run_id>")
+    try:
+        raw = yaml.safe_load(config.read_text()) or {}
+        run_id = raw.pop("run_id", None)
+        cfg = RunConfig.model_validate(raw)
+    except (yaml.YAMLError, ValidationError, AttributeError) as exc:
+        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        raise UserError(f"unreadable run configuration ({first})", where=str(config)) from None
+    run_id = run_id or cfg.run_id
+    rerun = f"`sebench run {cfg.experiment} --profile {cfg.profile}`"
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        summary = None
+    if not summary or summary.get("status") != "finished":
+        state = "no readable summary" if not summary else f"status {summary.get('status')!r}"
+        raise UserError(f"the run has not finished ({state})", where=str(path),
+                        fix=f"finish it first: {rerun} resumes it")
+    return cfg, run_id, summary, rerun
+
+
 # ---- consolidation --------------------------------------------------------------------------------------
 
 # The columns of results/<profile>/runs.csv, in order; sweep labels follow as `label.<axis>` columns.
@@ -151,7 +185,13 @@ RUN_COLUMNS = [
     "final_train_loss", "params", "flops", "input_size", "train_img_s", "infer_img_s", "infer_batch_size",
     "device", "device_name", "threads", "world_size", "amp", "channels_last", "wall_s", "torch", "timm",
     "git_commit", "time", "reason",
-]  # world_size: processes of a data-parallel run (train_img_s is their total); empty for older runs
+    "speed_train_img_s", "speed_train_img_s_min", "speed_train_img_s_max", "speed_infer_img_s",
+    "speed_infer_img_s_min", "speed_infer_img_s_max", "speed_device_name", "speed_threads", "speed_repeats",
+]  # world_size: processes of a data-parallel run (train_img_s is their total); empty for older runs.
+# speed_*: the run's configuration re-measured with its table's others in one sitting (`sebench speed`,
+# speed.json in the run folder); empty until then.
+SPEED_COLUMNS = [c for c in RUN_COLUMNS if c.startswith("speed_")]
+SPEED_FILE = "speed.json"
 
 
 def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
@@ -184,6 +224,11 @@ def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
                                   f"{surgery['variant']}")
         for axis, label in (summary.get("labels") or {}).items():
             row[f"label.{axis}"] = label
+        try:
+            speed = json.loads((directory / SPEED_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            speed = {}  # none yet (written atomically: unreadable means damaged; `sebench speed` redoes it)
+        row.update({c: speed.get(c.removeprefix("speed_")) for c in SPEED_COLUMNS})
         rows.append(row)
     return rows
 

@@ -213,6 +213,39 @@ def test_buffer_reuse_only_when_nothing_else_holds_x():
         fused._may_overwrite = real
 
 
+def test_training_output_buffer_reused_only_when_free():
+    """The tail's training output goes into the module's previous one when nothing else holds it; an
+    output the caller kept is never overwritten; several steps equal the reference ops; eval drops it."""
+    torch.manual_seed(0)
+    block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4)).train()
+    fused_b, ref_b = pair(block)
+    x = torch.randn(2, 32, 6, 6)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (fused_b, ref_b)]
+    ptrs = []
+    for step in range(3):
+        outs = []
+        for m, opt in zip((fused_b, ref_b), opts):
+            out = m(x * 1)
+            outs.append(out.detach().clone())
+            if m is fused_b:
+                ptrs.append(out.data_ptr())
+            out.square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            del out
+        torch.testing.assert_close(outs[0], outs[1], **TOL)
+    assert ptrs[1] == ptrs[0] and ptrs[2] == ptrs[0]  # steps 2 and 3 reused step 1's buffer
+    kept = fused_b(x * 1)  # the caller keeps this output: the next step must not write into it
+    kept.sum().backward()
+    snapshot = kept.detach().clone()
+    again = fused_b(x * 1)
+    assert again.data_ptr() != kept.data_ptr()
+    torch.testing.assert_close(kept.detach(), snapshot, atol=0, rtol=0)
+    with torch.no_grad():
+        fused_b.eval()(x)
+    assert fused_b.se not in fused._SPARE  # evaluation does not hold a training buffer
+
+
 def test_bn3_output_held_by_a_hook_is_left_intact():
     block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4)).train()
     held = []
@@ -224,9 +257,10 @@ def test_bn3_output_held_by_a_hook_is_left_intact():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_squeeze_through_1x1_equals_mean_of_bn_conv(layout):
+def test_excite_through_1x1_equals_first_layer_on_mean_of_bn_conv(layout):
     torch.manual_seed(0)
-    conv, bn = torch.nn.Conv2d(8, 32, 1, bias=False), torch.nn.BatchNorm2d(32)
+    conv, bn = torch.nn.Conv2d(8, 32, 1, bias=True), torch.nn.BatchNorm2d(32)
+    fc = torch.nn.Linear(32, 4)
     with torch.no_grad():
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
@@ -234,11 +268,48 @@ def test_squeeze_through_1x1_equals_mean_of_bn_conv(layout):
         bn.bias.uniform_(-1, 1)
     bn.eval()
     z = torch.randn(3, 8, 7, 7).contiguous(memory_format=LAYOUTS[layout])
-    with torch.no_grad():
-        torch.testing.assert_close(fused.squeeze_through_1x1(z, conv, bn), bn(conv(z)).mean((2, 3)),
+
+    def check():
+        torch.testing.assert_close(fused.excite_through_1x1(z, conv, bn, fc), fc(bn(conv(z)).mean((2, 3))),
                                    atol=1e-5, rtol=1e-5)
-        assert fused.squeeze_through_1x1(z, conv, bn.train()) is None  # batch statistics: not affine
-        assert fused.squeeze_through_1x1(z, torch.nn.Conv2d(8, 32, 3), bn.eval()) is None
+
+    with torch.no_grad():
+        check()
+        # the folded weight is cached: each kind of change to what it came from must show
+        bn.running_var.mul_(3)  # BN statistics (training updates them in place)
+        check()
+        torch.nn.init.normal_(conv.weight)  # a weight written in place (an optimizer step)
+        check()
+        fc.load_state_dict({"weight": torch.randn(4, 32), "bias": torch.randn(4)})
+        check()
+        bn.eps = 0.5
+        check()
+        fc.bias = None  # a parameter replaced
+        check()
+    with torch.inference_mode():
+        check()
+        assert fused.excite_through_1x1(z, conv, bn.train(), fc) is None  # batch statistics: not affine
+        assert fused.excite_through_1x1(z, torch.nn.Conv2d(8, 32, 3), bn.eval(), fc) is None
+
+
+def test_bottleneck_inference_fold_follows_training():
+    """Eval, train a step, eval again: the second eval must use the new weights, not the cached fold."""
+    torch.manual_seed(0)
+    block = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4))
+    ref = Bottleneck(32, 8, 32, 1, 1, SEConfig(reduction=4))
+    ref.load_state_dict(block.state_dict())
+    set_se_impl(ref, "reference")
+    opt = torch.optim.SGD(block.parameters(), lr=0.5)
+    x = torch.randn(4, 32, 6, 6)
+    for _ in range(2):
+        block.eval(), ref.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(block(x), ref(x), atol=1e-5, rtol=1e-5)
+        block.train()
+        block(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ref.load_state_dict(block.state_dict())
 
 
 def test_flop_count_sees_only_the_textbook_squeeze():

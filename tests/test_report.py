@@ -342,3 +342,62 @@ def test_throughput_plot_keeps_one_machine(tmp_path):
     svg = next(p for p in rep.plots if p.name == "tiny_cifar_throughput.svg").read_text()
     assert "left out: the runs on Fast CPU" in svg.replace("\n", " ")
     assert "Fast CPU" in rep.markdown_path.read_text()  # the table's hardware line names both
+
+
+# ---- `sebench speed`: the configurations re-measured side by side -------------------------------------------
+
+def _speed_args(results: Path, *extra: str) -> list[str]:
+    return ["speed", "tiny_cifar", "--profile", "quick", "--results", str(results), "--device", "cpu",
+            "--threads", "1", "--repeats", "2", "--iters", "1", *extra]
+
+
+def test_speed_remeasures_each_configuration_once_and_plots_use_it(cifar_store, capsys, one_thread):
+    spec, _, results = cifar_store
+    assert main(_speed_args(results)) == 0
+    out = capsys.readouterr().out
+    assert "re-measuring 4 configuration(s) of 10 run(s)" in out and str(results / "runs") in out
+    records = {}
+    for summary in (results / "runs" / "tiny_cifar").glob("*/summary.json"):
+        s = json.loads(summary.read_text())
+        speed = summary.parent / "speed.json"
+        assert speed.exists() == (s["status"] == "finished")
+        if speed.exists():
+            records.setdefault((s["labels"]["model"], s["labels"]["se"]), []).append(json.loads(speed.read_text()))
+    assert len(records) == 4
+    for recs in records.values():  # seeds of one configuration share one measurement
+        assert all(r == recs[0] for r in recs)
+        r = recs[0]
+        assert r["train_batch_size"] == 64 and r["infer_batch_size"] == 32 and r["repeats"] == 2
+        assert r["train_img_s_min"] <= r["train_img_s"] <= r["train_img_s_max"] and r["train_img_s"] > 0
+        assert r["infer_img_s"] > 0 and r["threads"] == 1 and r["configurations"] == 4
+    # measured already, on this machine with these threads: skipped unless forced
+    assert main(_speed_args(results)) == 0
+    assert "already re-measured" in capsys.readouterr().out
+
+    collect(results, "quick")
+    rows = [r for r in read_csv(results / "quick" / "runs.csv") if r["status"] == "finished"]
+    assert all(float(r["speed_train_img_s"]) > 0 and float(r["speed_threads"]) == 1 for r in rows)
+    rep = report_spec(spec, "quick", results)
+    svg = next(p for p in rep.plots if p.name == "tiny_cifar_throughput.svg").read_text().replace("\n", " ")
+    assert "re-measured in one sitting" in svg and "medians of 2 repeats" in svg
+
+    # one configuration without a re-measurement: the plot falls back to the runs' own speeds, and says so
+    for d in (results / "runs" / "tiny_cifar").iterdir():
+        if json.loads((d / "summary.json").read_text())["labels"] == {"model": "ResNet-164", "se": "SENet"}:
+            (d / "speed.json").unlink(missing_ok=True)
+    collect(results, "quick")
+    rep = report_spec(spec, "quick", results)
+    svg = next(p for p in rep.plots if p.name == "tiny_cifar_throughput.svg").read_text().replace("\n", " ")
+    assert "measured while it trained" in svg and "re-measured in one sitting" not in svg
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["speed", "no_such_spec", "--profile", "quick"], "no finished runs of no_such_spec"),
+    (["speed", "tiny_cifar", "--profile", "quick", "--repeats", "0"], "--repeats must be at least 1"),
+])
+def test_speed_mistakes_are_one_line(cifar_store, capsys, argv, message):
+    _, _, results = cifar_store
+    assert main([*argv, "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not list((results / "runs").glob("*/*/speed.json"))

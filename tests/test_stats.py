@@ -59,3 +59,15 @@ def test_verdicts():
 def test_duplicate_seed_is_an_error():
     with pytest.raises(ValueError):
         by_seed([(0, 1.0), (0, 2.0)])
+
+
+def test_median_interval_order_statistics():
+    from sebench.report.stats import median_interval
+    # n = 9: P(B <= 1) = 10/512, so k = 2 covers 1 - 20/512 = 96.1%; k = 3 would cover 82.0%
+    m, lo, hi, cov = median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5])
+    assert (m, lo, hi) == (5, 2, 8) and cov == pytest.approx(1 - 20 / 512)
+    # n = 6: only (min, max), covering 1 - 2/64 = 96.9%; n = 5 covers at most 93.8%: no interval
+    assert median_interval([1, 2, 3, 4, 5, 100])[:3] == (3.5, 1, 100)
+    assert median_interval([1, 2, 3, 4, 5]) == (3, None, None, 0.0)
+    # one wild value moves the bounds by one order statistic, not by its size
+    assert median_interval([1, 2, 3, 4, 5, 6, 7, 8, 1e9])[1:3] == (2, 8)

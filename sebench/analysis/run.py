@@ -11,7 +11,6 @@ run's identity, the blocks and classes shown and the data label.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-import yaml
-from pydantic import ValidationError
 
 from sebench.errors import UserError
 
@@ -51,36 +48,6 @@ class RunAnalysis:
         """The measured test error equals the summary's (within ERR_TOLERANCE points)."""
         return (self.summary_top1_err is not None
                 and abs(self.test_top1_err - self.summary_top1_err) <= ERR_TOLERANCE)
-
-
-def _read_run(run_dir: Path):
-    """(RunConfig, recorded run id, summary, the command that reruns it) of a finished run; UserError
-    naming the file otherwise."""
-    from sebench.spec import RunConfig
-
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise UserError("not a run directory (no config.yaml)", where=str(run_dir),
-                        fix="pass a folder results/runs/<experiment>/<run_id>")
-    try:
-        raw = yaml.safe_load(config.read_text()) or {}
-        run_id = raw.pop("run_id", None)
-        cfg = RunConfig.model_validate(raw)
-    except (yaml.YAMLError, ValidationError, AttributeError) as exc:
-        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
-        raise UserError(f"unreadable run configuration ({first})", where=str(config)) from None
-    run_id = run_id or cfg.run_id
-    rerun = f"`sebench run {cfg.experiment} --profile {cfg.profile}`"
-    path = run_dir / "summary.json"
-    try:
-        summary = json.loads(path.read_text()) if path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        summary = None
-    if not summary or summary.get("status") != "finished":
-        state = "no readable summary" if not summary else f"status {summary.get('status')!r}"
-        raise UserError(f"the run has not finished ({state})", where=str(path),
-                        fix=f"finish it first: {rerun} resumes it")
-    return cfg, run_id, summary, rerun
 
 
 def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
@@ -182,10 +149,10 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
     from sebench.data import build_loaders, get_info
     from sebench.engine.env import available_cpus, now_iso
     from sebench.engine.fit import build_run_model, resolve_device
-    from sebench.store import atomic_write_json
+    from sebench.store import atomic_write_json, read_finished_run
 
     run_dir = Path(run_dir)
-    cfg, run_id, summary, rerun = _read_run(run_dir)
+    cfg, run_id, summary, rerun = read_finished_run(run_dir)
 
     def say(msg: str) -> None:
         if progress:

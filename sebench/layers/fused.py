@@ -26,10 +26,12 @@ after this backward (no ``retain_graph``) and nothing else holds ``x`` (checked 
 count), ``grad_x`` is written into the saved ``x``, so the backward allocates one activation-sized buffer,
 ``g``, as a plain ReLU's backward does (the unfused backward allocates three). ``g`` gets a fresh buffer
 on purpose: autograd then sums the shortcut's gradient into it in place. The check uses two private torch
-hooks, calibrated once on a tiny graph; if they are missing, a fresh buffer is used.
+hooks, calibrated once on a tiny graph; if they are missing, a fresh buffer is used. In the forward, the
+tail's output goes into the module's output of the previous training step once nothing else holds it
+(:func:`_output_buffer`): so SE adds no activation-sized allocation to a CPU training step.
 
 Inference in a bottleneck also skips the squeeze's read of the block's widest tensor: see
-:func:`squeeze_through_1x1`. Under a dispatch mode (FLOP counting) and under torch.compile only the
+:func:`excite_through_1x1`. Under a dispatch mode (FLOP counting) and under torch.compile only the
 textbook ops run. torch.compile of the SE tail itself was measured and does not pay on CPU: with
 torch 2.14.1 inductor's kernels for the channels_last tail were 2-4x slower than this eager path
 (forward + backward of one stage's tail, 1 thread), so there is no compiled variant.
@@ -41,6 +43,7 @@ like channels_last, not part of the model: see ``SqueezeExcite.impl`` and ``set_
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -203,16 +206,56 @@ class _AvgSqueeze(torch.autograd.Function):
         return torch.addcmul(gz, g, s4), None
 
 
+# SE module -> an alias of its tail's last training output (CPU only): see _output_buffer.
+_SPARE: "weakref.WeakKeyDictionary[torch.nn.Module, torch.Tensor]" = weakref.WeakKeyDictionary()
+_ALONE: Optional[int] = None
+
+
+def _output_buffer(owner: Optional[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Where the tail writes its output in training: a fresh buffer like `x`, or on CPU the owner's
+    previous one when nothing but this cache holds it any more.
+
+    Why: on CPU an activation-sized buffer above glibc's mmap threshold is mapped fresh on every
+    allocation and pays a page fault per 4 KiB on first touch (measured: ResNet-50's stage-1 output at
+    batch 16, 51 MB, costs 35 ms to allocate and fill against 10 ms to fill a reused one). A plain
+    residual block runs its add and ReLU in place in BN's output; the SE tail cannot (``x`` stays saved
+    for the gate's gradient), so it is the one extra activation-sized allocation SE adds to a training
+    step. The previous step's output is free again once its graph is freed and nobody kept it (checked
+    with its storage's use count, as in :func:`_may_overwrite`); the step needs that memory anyway, so
+    peak memory does not grow. Dropped when the module runs without autograd (:func:`_drop_spare`)."""
+    global _ALONE
+    if owner is None or x.device.type != "cpu":
+        return torch.empty_like(x)
+    if _ALONE is None:
+        _ALONE = _use_count(torch.empty(1))  # a tensor nothing else holds
+    spare = _SPARE.get(owner)
+    if (spare is not None and spare.shape == x.shape and spare.dtype == x.dtype
+            and spare.stride() == x.stride() and _use_count(spare) <= _ALONE):
+        return spare.detach()  # a new tensor on the same memory: no autograd history of its own
+    out = torch.empty_like(x)
+    _SPARE[owner] = out.detach()
+    return out
+
+
+def _drop_spare(owner: torch.nn.Module) -> None:
+    _SPARE.pop(owner, None)
+
+
 class _SETail(torch.autograd.Function):
     """``out = [relu](x * s[:, :, None, None] [+ shortcut])`` with the backward described above.
 
-    With a `link`, ``x`` arrives detached and its gradient is formed by the squeeze's backward."""
+    With a `link`, ``x`` arrives detached and its gradient is formed by the squeeze's backward. `owner`:
+    the SE module, whose output buffer may be reused (see :func:`_output_buffer`)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool,
-                link: Optional[_Link]) -> torch.Tensor:
+                link: Optional[_Link], owner: Optional[torch.nn.Module] = None) -> torch.Tensor:
         s4 = s[:, :, None, None]
-        out = torch.mul(x, s4) if shortcut is None else torch.addcmul(shortcut, x, s4)
+        out = _output_buffer(owner, x) if shortcut is None or shortcut.shape == x.shape else None
+        if shortcut is None:
+            out = torch.mul(x, s4, out=out) if out is not None else torch.mul(x, s4)
+        else:
+            out = torch.addcmul(shortcut, x, s4, out=out) if out is not None else torch.addcmul(shortcut, x, s4)
         if relu:
             out.relu_()
             ctx.save_for_backward(x, s, out)
@@ -239,7 +282,7 @@ class _SETail(torch.autograd.Function):
             ctx.link.g, ctx.link.s, ctx.link.x = g, s, x
         elif ctx.needs_input_grad[0]:
             grad_x = g * s[:, :, None, None]
-        return grad_x, grad_s, (g if ctx.needs_input_grad[2] else None), None, None
+        return grad_x, grad_s, (g if ctx.needs_input_grad[2] else None), None, None, None
 
 
 def _needs_grad(*tensors: Optional[torch.Tensor], module: Optional[torch.nn.Module] = None) -> bool:
@@ -274,40 +317,67 @@ def scale_add_relu(x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Te
 
 
 def se_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, relu: bool = False,
-            inplace: bool = False, squeezed: Optional[torch.Tensor] = None) -> torch.Tensor:
+            inplace: bool = False, first: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``[relu](se(x) [+ shortcut])`` for a `SqueezeExcite` `se`, fused (see the module docstring).
 
     `inplace`: `x` is the caller's temporary, and without autograd the result may be written into it.
-    `squeezed`: ``x.mean((2, 3))`` when the caller already has it (see :func:`squeeze_through_1x1`);
-    used only without autograd. The excitation runs through ``se.mlp`` and the ``se.gate`` module, so
-    hooks on the gate see the same values as in the reference path. NoSqueeze (a per-position gate)
-    keeps the plain ops."""
+    `first`: ``se.mlp[0](x.mean((2, 3)))`` when the caller already has it (see
+    :func:`excite_through_1x1`); used only without autograd and with the average squeeze. The rest of
+    the excitation runs through ``se.mlp`` and the ``se.gate`` module, so hooks on the gate see the same
+    values as in the reference path. NoSqueeze (a per-position gate) keeps the plain ops."""
     if se.squeeze == "none":
         out = x * se.excite(x).to(x.dtype)
         out = out if shortcut is None else out + shortcut
         return torch.relu(out) if relu else out
     if not _needs_grad(x, shortcut, module=se):
-        if squeezed is not None and se.squeeze == "avg":
-            z = squeezed.to(x.dtype)
+        _drop_spare(se)  # evaluation: do not hold a training buffer meanwhile
+        if first is not None and se.squeeze == "avg":
+            h = first.to(x.dtype)
+            for layer in list(se.mlp)[1:]:
+                h = layer(h)
         else:
-            z = spatial_mean(x) if se.squeeze == "avg" else se.squeeze_input(x)
-        return _tail_no_grad(x, se.gate(se.mlp(z)).to(x.dtype), shortcut, relu, inplace)
+            h = se.mlp(spatial_mean(x) if se.squeeze == "avg" else se.squeeze_input(x))
+        return _tail_no_grad(x, se.gate(h).to(x.dtype), shortcut, relu, inplace)
     if se.squeeze == "avg" and x.requires_grad:
         link = _Link()
         s = se.gate(se.mlp(_AvgSqueeze.apply(x, link))).to(x.dtype)
         if s.requires_grad:  # always, unless the gate cut the graph: then x's gradient goes below
-            return _SETail.apply(x.detach(), s, shortcut, relu, link)
-        return _SETail.apply(x, s, shortcut, relu, None)
-    return _SETail.apply(x, se.excite(x).to(x.dtype), shortcut, relu, None)
+            return _SETail.apply(x.detach(), s, shortcut, relu, link, se)
+        return _SETail.apply(x, s, shortcut, relu, None, se)
+    return _SETail.apply(x, se.excite(x).to(x.dtype), shortcut, relu, None, se)
 
 
-def squeeze_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d,
-                        bn: torch.nn.BatchNorm2d) -> Optional[torch.Tensor]:
-    """``bn(conv(z)).mean((2, 3))`` without reading ``bn(conv(z))``: for a 1x1, stride-1, ungrouped conv
-    and an eval-mode BN (a per-channel affine map) the spatial mean commutes with both, so it is
-    ``a * (W @ z.mean((2, 3)) + bias) + b``, a pass over the bottleneck's narrow input (a quarter of the
-    channels) instead of its wide output. None where that does not hold (training-mode BN, other convs)
-    and under a dispatch mode (FLOP counting: the counted cost stays the model's).
+# fc -> (key, folded weight, folded bias): see excite_through_1x1. Weak keys: the cache dies with the module.
+_FOLDED: "weakref.WeakKeyDictionary[torch.nn.Linear, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _fold_key(tensors: tuple, eps: float) -> Optional[tuple]:
+    """What identifies the values the fold came from: the tensor objects themselves (held, so no new
+    tensor can take an old one's id), and their storages and version counters (bumped by every in-place
+    write: an optimizer step, load_state_dict, BN's running statistics), and BN's eps. None when a
+    tensor has no version counter (an inference tensor): then nothing is cached."""
+    if any(t is not None and t.is_inference() for t in tensors):
+        return None
+    stamp = tuple(None if t is None else (t.data_ptr(), t._version) for t in tensors)
+    return tensors, stamp + (eps,)
+
+
+def _same_key(a: Optional[tuple], b: Optional[tuple]) -> bool:
+    return (a is not None and b is not None and a[1] == b[1]
+            and all(x is y for x, y in zip(a[0], b[0])))
+
+
+def excite_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d,
+                       fc: torch.nn.Linear) -> Optional[torch.Tensor]:
+    """``fc(bn(conv(z)).mean((2, 3)))`` without reading ``bn(conv(z))``: for a 1x1, stride-1, ungrouped
+    conv and an eval-mode BN (a per-channel affine map ``a * y + b``) the spatial mean commutes with
+    both, so the SE's first layer is one small matmul on the narrow input's mean,
+    ``z.mean((2, 3)) @ (W_fc diag(a) W_conv)^T + (W_fc (a * bias_conv + b) + bias_fc)``:
+    a pass over the bottleneck's narrow input (a quarter of the channels) instead of its wide output,
+    and an [N, C/4] x [C/4, h] product instead of [N, C/4] x [C/4, C] then [N, C] x [C, h].
+    The folded weight is cached per `fc` until any of the weights or BN statistics it came from changes.
+    None where the identity does not hold (training-mode BN, other convs) and under a dispatch mode
+    (FLOP counting: the counted cost stays the model's).
 
     This is what makes SE inference nearly free in a bottleneck: the squeeze is otherwise a full read
     of the block's widest tensor, which on CPU costs about as much as the rest of the SE together."""
@@ -315,13 +385,31 @@ def squeeze_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d,
             or conv.kernel_size != (1, 1)
             or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
             or z.dim() != 4 or type(conv) is not torch.nn.Conv2d
-            or type(bn) is not torch.nn.BatchNorm2d):
+            or type(bn) is not torch.nn.BatchNorm2d or type(fc) is not torch.nn.Linear):
         return None
-    y = torch.nn.functional.linear(spatial_mean(z), conv.weight[:, :, 0, 0], conv.bias)
-    a = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        a = a * bn.weight
-    b = -bn.running_mean * a
-    if bn.bias is not None:
-        b = b + bn.bias
-    return torch.addcmul(b, y, a)
+    key = _fold_key((conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                     fc.weight, fc.bias), bn.eps)
+    hit = _FOLDED.get(fc)
+    if hit is None or not _same_key(hit[0], key):
+        hit = (key, *_fold(conv, bn, fc))
+        if key is not None:
+            _FOLDED[fc] = hit
+    return torch.nn.functional.linear(spatial_mean(z), hit[1], hit[2])
+
+
+def _fold(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d, fc: torch.nn.Linear):
+    """(W_fc diag(a) W_conv, W_fc (a * bias_conv + b) + bias_fc) for excite_through_1x1."""
+    with torch.no_grad():
+        a = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            a = a * bn.weight
+        b = -bn.running_mean * a
+        if conv.bias is not None:
+            b = b + a * conv.bias
+        if bn.bias is not None:
+            b = b + bn.bias
+        weight = (fc.weight * a) @ conv.weight[:, :, 0, 0]
+        bias = torch.mv(fc.weight, b)
+        if fc.bias is not None:
+            bias = bias + fc.bias
+    return weight, bias

@@ -243,13 +243,14 @@ class SqueezeExcite(nn.Module):
                 and not torch.compiler.is_compiling())
 
     def tail(self, x: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool = True,
-             inplace: bool = False, squeezed: Optional[torch.Tensor] = None) -> torch.Tensor:
+             inplace: bool = False, first: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``relu(self(x) + shortcut)`` (``relu=False``: no ReLU; ``shortcut=None``: no add), the end of
         a residual block with SE at the standard position. `inplace`: `x` is the caller's temporary
-        (without autograd the fused path may write the result into it). `squeezed`: ``x.mean((2, 3))``
-        if the caller has it already (the fused path uses it without autograd)."""
+        (without autograd the fused path may write the result into it). `first`:
+        ``self.mlp[0](x.mean((2, 3)))`` if the caller has it already (the fused path uses it without
+        autograd)."""
         if self._fused_ok(x) and not self._hooked():
-            return fused.se_tail(self, x, shortcut, relu=relu, inplace=inplace, squeezed=squeezed)
+            return fused.se_tail(self, x, shortcut, relu=relu, inplace=inplace, first=first)
         out = self(x)  # through __call__: hooks on this module see its input and x * s, as always
         if shortcut is not None:
             out = out + shortcut

@@ -34,7 +34,9 @@ DEFAULT_METRICS = ("top1_err", "top5_err")
 
 NUMERIC_COLUMNS = ("seed", "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err",
                    "final_test_loss", "final_train_loss", "params", "flops", "train_img_s", "infer_img_s",
-                   "infer_batch_size", "threads", "wall_s")
+                   "infer_batch_size", "threads", "wall_s", "speed_train_img_s", "speed_train_img_s_min",
+                   "speed_train_img_s_max", "speed_infer_img_s", "speed_infer_img_s_min", "speed_infer_img_s_max",
+                   "speed_threads", "speed_repeats")
 
 PROFILE_NOTES = {
     "paper": "the source's recipe",

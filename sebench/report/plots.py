@@ -118,25 +118,60 @@ def _batch_label(data: ReportData, column: str) -> str:
     return "batch " + "/".join(fmt_num(s) for s in sizes) if sizes else "batch unknown"
 
 
+def remeasured(data: ReportData) -> Optional[dict]:
+    """The `sebench speed` sitting that re-measured every plotted configuration ({device_name, threads,
+    repeats}), or None when a configuration has no such numbers or they come from different sittings."""
+    sittings = set()
+    for combo in data.combos:
+        runs = list(data.runs(combo).values())
+        if not runs:
+            continue
+        measured = [r for r in runs if _number(r.row.get("speed_train_img_s"))]
+        if not measured:
+            return None
+        sittings |= {(r.row.get("speed_device_name"), r.row.get("speed_threads"), r.row.get("speed_repeats"))
+                     for r in measured}
+    if len(sittings) != 1:
+        return None
+    device, threads, repeats = sittings.pop()
+    return {"device_name": device, "threads": threads, "repeats": repeats}
+
+
+def _number(v) -> bool:
+    return isinstance(v, float) and not math.isnan(v)
+
+
+def _speed(data: ReportData, combo: Combo, mode: str) -> tuple[float, float, float]:
+    """(median, min, max) img/s of a configuration's re-measurement (its seeds share one)."""
+    row = next(r.row for r in data.runs(combo).values() if _number(r.row.get(f"speed_{mode}_img_s")))
+    return row[f"speed_{mode}_img_s"], row[f"speed_{mode}_img_s_min"], row[f"speed_{mode}_img_s_max"]
+
+
 def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
     combos = [c for c in data.combos if data.runs(c)]
     if not combos:
         return []
     color, marker, _ = _style(data)
-    hardware, left_out = throughput_hardware(data)
+    sitting = remeasured(data)
+    hardware, left_out = (None, []) if sitting else throughput_hardware(data)
     fig = _figure(15, 6.2)
     axes = fig.subplots(1, 2, sharey=True)
-    panels = [("train_img_s", f"training throughput (img/s, {_batch_label(data, 'batch_size')})"),
-              ("infer_img_s", f"inference throughput (img/s, {_batch_label(data, 'infer_batch_size')})")]
-    for ax, (column, xlabel) in zip(axes, panels):
+    panels = [("train", "train_img_s", f"training throughput (img/s, {_batch_label(data, 'batch_size')})"),
+              ("infer", "infer_img_s", f"inference throughput (img/s, {_batch_label(data, 'infer_batch_size')})")]
+    for ax, (mode, column, xlabel) in zip(axes, panels):
         points = {}
         for combo in combos:
-            x, xs, _ = _stat(data, combo, column, hardware)
             y, ys, n = _stat(data, combo, "final_test_top1_err", hardware)
+            if sitting:
+                x, lo, hi = _speed(data, combo, mode)
+                xerr = [[x - lo], [hi - x]]
+            else:
+                x, xs, _ = _stat(data, combo, column, hardware)
+                xerr = xs if n > 1 else None
             if math.isnan(x) or math.isnan(y):
                 continue
             points[combo] = (x, y)
-            ax.errorbar(x, y, xerr=xs if n > 1 else None, yerr=ys if n > 1 else None, fmt=marker(combo),
+            ax.errorbar(x, y, xerr=xerr, yerr=ys if n > 1 else None, fmt=marker(combo),
                         color=color(combo), markersize=8, capsize=3, label=f"{data.short_label(combo)} (n={n})")
         ax.margins(x=0.25, y=0.2)
         _annotate(ax, [(data.short_label(c), xy) for c, xy in points.items()])
@@ -156,13 +191,22 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
         axes[1].legend(handles, labels, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1),
                        title="lines join each baseline\nto its variants" if data.delta_axis is not None else None,
                        title_fontsize=7.5)
+    if sitting:
+        threads = sitting["threads"]
+        speed_note = (f" Throughput: every configuration re-measured in one sitting by `sebench speed` on "
+                      f"{sitting['device_name']}, {fmt_num(threads) if _number(threads) else '?'} thread(s), "
+                      f"round-robin; points are medians of {fmt_num(sitting['repeats'])} repeats, bars min..max "
+                      "(training: forward, backward and step on a fixed batch; inference: forward).")
+        points = ("Error: mean over seeds, bars ± sample std (none for n=1); final-epoch test numbers."
+                  + speed_note)
+    else:
+        points = (POINTS + " Training img/s: mean over the run's epochs at its training batch size (data "
+                  "loading, forward, backward, step), measured while it trained; inference img/s: the trained "
+                  "model after training, at the benchmark batch size. `sebench speed` re-measures them side by "
+                  "side." + (f" Only the runs on {hardware} are shown (speeds on other machines are not "
+                             f"comparable); left out: the runs on {', '.join(left_out)}." if hardware else ""))
     return _finish(fig, data, f"{data.spec.title}: top-1 error vs throughput", out_dir,
-                   f"{data.spec.name}_throughput",
-                   POINTS + " Training img/s: mean over the run's epochs at its training batch size (data "
-                   "loading, forward, backward, step); inference img/s: the trained model after training, at the "
-                   "benchmark batch size."
-                   + (f" Only the runs on {hardware} are shown (speeds on other machines are not comparable); "
-                      f"left out: the runs on {', '.join(left_out)}." if hardware else ""))
+                   f"{data.spec.name}_throughput", points)
 
 
 def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:
