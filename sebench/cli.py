@@ -153,10 +153,11 @@ def _spec_and_profile(args):
 
 def cmd_plan(args) -> int:
     from sebench.report.data import duration
-    from sebench.runner import plan
+    from sebench.runner import parse_only, plan
 
     spec, profile = _spec_and_profile(args)
-    rows, pending = plan(spec, profile, Path(args.results), _parse_set(args.set))
+    rows, pending = plan(spec, profile, Path(args.results), _parse_set(args.set),
+                         parse_only(args.only, spec, profile))
     if args.estimate:
         from sebench.runner import estimate_seconds
         for row in rows:
@@ -191,16 +192,17 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     from sebench.engine.distributed import launched_world, process_group
-    from sebench.runner import print_failures, run_sweep
+    from sebench.runner import parse_only, run_sweep
 
     spec, profile = _spec_and_profile(args)
+    only = parse_only(args.only, spec, profile)
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1", where="--jobs")
     if args.launcher == "slurm":
         if args.jobs != 1:
             raise UserError("--jobs has no effect with --launcher slurm: every run is its own array task",
                             where="--jobs", fix="leave it out (the spec's slurm.array_parallelism limits them)")
-        return _run_slurm(args, spec, profile)
+        return _run_slurm(args, spec, profile, only)
     if args.launcher == "torchrun" and launched_world() is None:  # inside torchrun already: just run
         from sebench.launch import check_launch, default_nproc, run_torchrun
         from sebench.runner import check_data_parallel, todo_rows
@@ -209,7 +211,7 @@ def cmd_run(args) -> int:
         nproc = args.nproc if args.nproc is not None else default_nproc(args.device)
         check_launch(args, nproc)
         check_writable(Path(args.results) / "runs" / spec.name)
-        _, todo, _ = todo_rows(spec, profile, Path(args.results), _parse_set(args.set))
+        _, todo, _ = todo_rows(spec, profile, Path(args.results), _parse_set(args.set), only)
         check_data_parallel([r.run for r in todo], nproc, args.device, args.sync_bn or None)
         return run_torchrun(args, nproc)
     if args.nproc is not None and launched_world() is None:
@@ -219,7 +221,7 @@ def cmd_run(args) -> int:
         result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
                            overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
                            download=args.download, progress=not args.no_progress,
-                           sync_bn=True if args.sync_bn else None, wandb=args.wandb)
+                           sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only)
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
@@ -234,7 +236,7 @@ def _print_sweep(name: str, profile: str, result, results: str) -> None:
     print(f"runs: {Path(results) / 'runs' / name}")
 
 
-def _run_slurm(args, spec, profile) -> int:
+def _run_slurm(args, spec, profile, only: dict) -> int:
     """--launcher slurm: one job array, one run per task (sebench/slurm.py)."""
     from sebench import slurm
 
@@ -249,7 +251,7 @@ def _run_slurm(args, spec, profile) -> int:
                              folder=Path(args.slurm_folder) if args.slurm_folder else None,
                              overrides=_parse_set(args.set), device=args.device, data_path=args.data_path,
                              cache_dir=args.cache_dir, download=args.download,
-                             sync_bn=True if args.sync_bn else None)
+                             sync_bn=True if args.sync_bn else None, only=only)
     if not sub.jobs:
         print(f"runs: {Path(args.results) / 'runs' / spec.name}")
         return 0
@@ -424,6 +426,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a run setting for every run (dotted key), e.g. --set epochs=5")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--only", action="append", metavar="AXIS=LABEL",
+                   help="only the runs with this sweep label (repeatable: labels of one axis are "
+                        "alternatives, different axes all apply; seed=N picks a seed), e.g. "
+                        "--only model=ResNet-50 --only se=SENet --only seed=0")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ FORWARDED: tuple[tuple[str, str, str], ...] = (
     ("results", "--results", "value"),
     ("device", "--device", "value"),
     ("set", "--set", "list"),
+    ("only", "--only", "list"),
     ("data_path", "--data-path", "value"),
     ("cache_dir", "--cache-dir", "value"),
     ("download", "--download", "flag"),

@@ -69,9 +69,40 @@ def run_status(directory: Path) -> str:
     return "missing"
 
 
-def plan(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None
-         ) -> tuple[list[PlanRow], list[PendingRow]]:
+def parse_only(items: Optional[list[str]], spec: Spec, profile: str) -> dict[str, set[str]]:
+    """`--only AXIS=LABEL` (repeatable; also `seed=N`) -> {axis: labels}. Several labels of one axis are
+    alternatives; different axes all apply. Unknown axes or labels are the user's to fix."""
+    from sebench.spec import profile_axes
+
+    allowed = {a.axis: [v.label for v in a.values] for a in profile_axes(spec, profile)}
+    allowed["seed"] = [str(s) for s in (spec.profiles[profile].seeds or spec.seeds)]
+    only: dict[str, set[str]] = {}
+    for item in items or []:
+        axis, sep, label = (part.strip() for part in item.partition("="))
+        if not sep or axis not in allowed:
+            raise UserError(f"--only {item!r} names no sweep axis of {spec.name} ({profile})", where=spec.path,
+                            field="--only", fix=f"use AXIS=LABEL with AXIS one of: {', '.join(allowed)}")
+        if label not in allowed[axis]:
+            raise UserError(f"--only {item!r}: {axis} has no value {label!r} in profile {profile!r}",
+                            where=spec.path, field="--only",
+                            fix=f"{axis} values: {', '.join(repr(v) for v in allowed[axis])}")
+        only.setdefault(axis, set()).add(label)
+    return only
+
+
+def _selected(labels: dict, seed: Optional[int], only: dict[str, set[str]]) -> bool:
+    return all((str(seed) if axis == "seed" else labels.get(axis)) in values
+               for axis, values in only.items() if axis != "seed" or seed is not None)
+
+
+def plan(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None,
+         only: Optional[dict[str, set[str]]] = None) -> tuple[list[PlanRow], list[PendingRow]]:
+    """The runs of `spec` in `profile` (those `only` selects, see parse_only) with their store status,
+    and the pending rows."""
     runs, pending = expand(spec, profile, overrides)
+    if only:
+        runs = [rc for rc in runs if _selected(rc.labels, rc.seed, only)]
+        pending = [p for p in pending if _selected(p.labels, None, only)]
     rows = []
     for rc in runs:
         d = store_run_dir(results, rc.experiment, rc.run_id)
@@ -342,18 +373,20 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None
+def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None,
+              only: Optional[dict[str, set[str]]] = None
               ) -> tuple[list[PlanRow], list[PlanRow], list[PendingRow]]:
     """(all rows, rows to run, pending rows): missing, partial (resumes) and failed (retried: the cause
     may have been fixed) runs are to run; finished and locked ones are not."""
-    rows, pending = plan(spec, profile, results, overrides)
+    rows, pending = plan(spec, profile, results, overrides, only)
     return rows, [r for r in rows if r.status not in ("finished", "locked")], pending
 
 
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
-              sync_bn: Optional[bool] = None, wandb: bool = False, log=print) -> SweepResult:
+              sync_bn: Optional[bool] = None, wandb: bool = False,
+              only: Optional[dict[str, set[str]]] = None, log=print) -> SweepResult:
     """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time). With `wandb`, each run
     that ends (finished or failed) is mirrored to W&B by this process (tracking.mirror_run: offline without
     an API key; a W&B failure warns once and never stops the sweep)."""
@@ -369,7 +402,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     distributed.on_main(lambda: check_writable(store_run_dir(results, spec.name, "x").parent), world)
     # Rank 0 plans, every rank follows that plan: a run finishing elsewhere in between cannot make the
     # ranks disagree about what to train.
-    rows, pending = distributed.on_main(lambda: plan(spec, profile, results, overrides), world)
+    rows, pending = distributed.on_main(lambda: plan(spec, profile, results, overrides, only), world)
     result = SweepResult()
     todo = []
     for row in rows:

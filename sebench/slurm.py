@@ -120,7 +120,8 @@ class Submission:
 def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cluster: str = "slurm",
                  folder: Optional[Path] = None, overrides: Optional[dict] = None, device: str = "auto",
                  data_path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = False,
-                 sync_bn: Optional[bool] = None, log: Callable[[str], None] = print) -> Submission:
+                 sync_bn: Optional[bool] = None, only: Optional[dict[str, set[str]]] = None,
+                 log: Callable[[str], None] = print) -> Submission:
     """Submit every run that is not finished (or running elsewhere) as one job array."""
     from sebench.runner import _labels, check_data_parallel, todo_rows, with_execution
     from sebench.store import check_writable
@@ -135,7 +136,7 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
                         where="--launcher slurm",
                         fix="submit from a SLURM login node, or try the array here with --cluster local")
     check_writable(store_run_dir(results, spec.name, "x").parent)
-    rows, todo, pending = todo_rows(spec, profile, results, overrides)
+    rows, todo, pending = todo_rows(spec, profile, results, overrides, only)
     sub = Submission(skipped=[r.run.run_id for r in rows if r.status == "finished"],
                      locked=[r.run.run_id for r in rows if r.status == "locked"])
     for p in pending:

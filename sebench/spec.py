@@ -410,7 +410,8 @@ def load_spec(path: str | Path) -> Spec:
     return spec
 
 
-def _axes_for(spec: Spec, profile: str) -> list[SweepAxis]:
+def profile_axes(spec: Spec, profile: str) -> list[SweepAxis]:
+    """The spec's sweep axes with the values `profile` gives them (a profile may narrow an axis)."""
     prof = spec.profiles[profile]
     return [SweepAxis(axis=a.axis, ref=a.ref, values=prof.sweep.get(a.axis, a.values)) for a in spec.sweep]
 
@@ -425,7 +426,7 @@ def expand(spec: Spec, profile: str, overrides: Optional[dict[str, Any]] = None
     base = copy.deepcopy(spec.base)
     for k, v in prof.set.items():
         set_dotted(base, k, v)
-    axes = _axes_for(spec, profile)
+    axes = profile_axes(spec, profile)
     seeds = prof.seeds or spec.seeds
     runs: list[RunConfig] = []
     pending: list[PendingRow] = []

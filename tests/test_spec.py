@@ -171,3 +171,23 @@ def test_unknown_profile_on_the_cli(capsys):
     assert main(["plan", str(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"), "--profile", "fast",
                  "--no-estimate"]) == 2
     assert "allowed: 'paper', 'quick', 'smoke'" in capsys.readouterr().err
+
+
+def test_only_selects_runs_by_label_and_seed(tmp_path, capsys):
+    spec = str(ROOT / "experiments" / "ablation_reduction.yaml")
+    argv = ["plan", spec, "--profile", "quick", "--no-estimate", "--results", str(tmp_path)]
+    assert main(argv + ["--only", "reduction=r2", "--only", "reduction=original", "--only", "seed=1"]) == 0
+    out = capsys.readouterr().out
+    assert "reduction=r2" in out and "reduction=original" in out and "reduction=r4" not in out
+    assert "2 runs (2 missing)" in out  # two rows x one seed
+
+
+@pytest.mark.parametrize("only, message", [("depth=r2", "names no sweep axis"),
+                                           ("reduction=r3", "reduction has no value 'r3'"),
+                                           ("seed=7", "seed has no value '7'")])
+def test_only_with_a_wrong_label_is_one_line(tmp_path, capsys, only, message):
+    spec = str(ROOT / "experiments" / "ablation_reduction.yaml")
+    assert main(["run", spec, "--profile", "quick", "--results", str(tmp_path), "--only", only]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--only" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written

@@ -251,11 +251,14 @@ class _SETail(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool,
                 link: Optional[_Link], owner: Optional[torch.nn.Module] = None) -> torch.Tensor:
         s4 = s[:, :, None, None]
-        out = _output_buffer(owner, x) if shortcut is None or shortcut.shape == x.shape else None
-        if shortcut is None:
-            out = torch.mul(x, s4, out=out) if out is not None else torch.mul(x, s4)
+        if shortcut is not None and shortcut.shape != x.shape:  # a broadcast shortcut sets the shape
+            out = torch.addcmul(shortcut, x, s4)
         else:
-            out = torch.addcmul(shortcut, x, s4, out=out) if out is not None else torch.addcmul(shortcut, x, s4)
+            out = _output_buffer(owner, x)
+            if shortcut is None:
+                torch.mul(x, s4, out=out)
+            else:
+                torch.addcmul(shortcut, x, s4, out=out)
         if relu:
             out.relu_()
             ctx.save_for_backward(x, s, out)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from sebench.errors import UserError
-from sebench.spec import RunConfig, Spec, SweepAxis, SweepValue, expand
+from sebench.spec import RunConfig, Spec, SweepAxis, SweepValue, expand, profile_axes
+from sebench.store import SPEED_COLUMNS
 
 # Our metric names (spec.source.metrics keys) -> (header, runs.csv column, conversion, decimals, kind).
 # kind "quality": measured per seed, gets paired deltas and verdicts; "cost": counted (params, FLOPs).
@@ -34,9 +35,8 @@ DEFAULT_METRICS = ("top1_err", "top5_err")
 
 NUMERIC_COLUMNS = ("seed", "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err",
                    "final_test_loss", "final_train_loss", "params", "flops", "train_img_s", "infer_img_s",
-                   "infer_batch_size", "threads", "wall_s", "speed_train_img_s", "speed_train_img_s_min",
-                   "speed_train_img_s_max", "speed_infer_img_s", "speed_infer_img_s_min", "speed_infer_img_s_max",
-                   "speed_threads", "speed_repeats")
+                   "infer_batch_size", "threads", "wall_s",
+                   *(c for c in SPEED_COLUMNS if c != "speed_device_name"))
 
 PROFILE_NOTES = {
     "paper": "the source's recipe",
@@ -205,11 +205,6 @@ def _raw_reference_text(root: Optional[Path], ref_file: str, row: str, column: s
         except OSError:
             _RAW_CACHE[path] = {}
     return _RAW_CACHE[path].get((row, column)) or None
-
-
-def profile_axes(spec: Spec, profile: str) -> list[SweepAxis]:
-    prof = spec.profiles[profile]
-    return [SweepAxis(axis=a.axis, ref=a.ref, values=prof.sweep.get(a.axis, a.values)) for a in spec.sweep]
 
 
 def read_runs_csv(results: Path, profile: str) -> list[dict]:
