@@ -221,7 +221,8 @@ def cmd_run(args) -> int:
         result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
                            overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
                            download=args.download, progress=not args.no_progress,
-                           sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only)
+                           sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
+                           reuse=not args.no_reuse)
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
@@ -230,7 +231,8 @@ def cmd_run(args) -> int:
 def _print_sweep(name: str, profile: str, result, results: str) -> None:
     from sebench.runner import print_failures
 
-    print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {len(result.skipped)} already "
+    reused = f"{len(result.reused)} reused from identical runs, " if result.reused else ""
+    print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {reused}{len(result.skipped)} already "
           f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
     print_failures(result)
     print(f"runs: {Path(results) / 'runs' / name}")
@@ -251,7 +253,7 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
                              folder=Path(args.slurm_folder) if args.slurm_folder else None,
                              overrides=_parse_set(args.set), device=args.device, data_path=args.data_path,
                              cache_dir=args.cache_dir, download=args.download,
-                             sync_bn=True if args.sync_bn else None, only=only)
+                             sync_bn=True if args.sync_bn else None, only=only, reuse=not args.no_reuse)
     if not sub.jobs:
         print(f"runs: {Path(args.results) / 'runs' / spec.name}")
         return 0
@@ -463,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run what is missing, resume what was interrupted, skip what finished")
     add_run_options(p)
     p.add_argument("--jobs", type=int, default=1, help="parallel runs (CPU threads split; one GPU each)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every missing run, even one whose recipe (all but the experiment name) another "
+                        "experiment has finished; by default that run's records are adopted, marked reused_from")
     p.add_argument("--data-path", help="data set file or folder (cifar10-jpeg archive, torchvision root, "
                                        "ImageNet root)")
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")

@@ -33,6 +33,7 @@ FORWARDED: tuple[tuple[str, str, str], ...] = (
     ("no_progress", "--no-progress", "flag"),
     ("sync_bn", "--sync-bn", "flag"),
     ("wandb", "--wandb", "flag"),
+    ("no_reuse", "--no-reuse", "flag"),
 )
 # Options of the launcher itself (meaningless inside the ranks).
 NOT_FORWARDED = frozenset({"spec", "launcher", "nproc", "jobs", "partition", "gpus_per_node", "time",

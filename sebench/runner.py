@@ -51,6 +51,7 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, reason)
     locked: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # adopted from an identical finished run (reuse_identical)
 
 
 def run_status(directory: Path) -> str:
@@ -259,6 +260,43 @@ def release_lock(directory: Path) -> None:
     (directory / LOCK_NAME).unlink(missing_ok=True)
 
 
+# ---- reuse across experiments ---------------------------------------------------------------------------
+
+def reuse_identical(rows: list[PlanRow], results: Path, log=print) -> list[PlanRow]:
+    """Adopt, for each missing run, an original finished run of the store with the same recipe in another
+    experiment (store.recipe_key: same model, data, optimiser, schedule, seed, profile...; only the
+    experiment name differs), via store.adopt_run; those rows get status 'reused'. The SE paper's
+    ablation tables share one baseline, and so do this suite's specs: training it once per table costs the
+    same and gives the same numbers (same seed and data order). `--no-reuse` trains them anyway."""
+    from sebench.store import adopt_run, iter_summaries, read_finished_run, recipe_key
+
+    missing = [r for r in rows if r.status == "missing"]
+    if not missing:
+        return rows
+    donors: dict[str, Path] = {}
+    for directory, summary in iter_summaries(results):
+        if summary.get("status") != "finished" or summary.get("reused_from"):
+            continue  # only originals donate: provenance points at the run that trained
+        try:
+            cfg = read_finished_run(directory)[0]
+        except UserError:
+            continue  # unreadable or from an older schema: not provably the same recipe
+        donors.setdefault(recipe_key(cfg), directory)
+    for row in missing:
+        source = donors.get(recipe_key(row.run))
+        if source is None or source == row.directory or not acquire_lock(row.directory):
+            continue
+        try:
+            if run_status(row.directory) != "finished":
+                adopt_run(source, row.run, row.directory)
+            row.status = "reused"
+            log(f"reused   {row.run.run_id}  {_labels(row.run.labels)} seed {row.run.seed}: the same recipe "
+                f"finished as {source.parent.name}/{source.name}")
+        finally:
+            release_lock(row.directory)
+    return rows
+
+
 # ---- execution ----------------------------------------------------------------------------------------
 
 def with_execution(rc: RunConfig, **execution) -> RunConfig:
@@ -386,10 +424,11 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
               sync_bn: Optional[bool] = None, wandb: bool = False,
-              only: Optional[dict[str, set[str]]] = None, log=print) -> SweepResult:
-    """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time). With `wandb`, each run
-    that ends (finished or failed) is mirrored to W&B by this process (tracking.mirror_run: offline without
-    an API key; a W&B failure warns once and never stops the sweep)."""
+              only: Optional[dict[str, set[str]]] = None, reuse: bool = True, log=print) -> SweepResult:
+    """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time); with `reuse`, a missing
+    run whose recipe another experiment has finished is adopted instead (reuse_identical). With `wandb`,
+    each run that ends (finished or failed) or is adopted is mirrored to W&B by this process
+    (tracking.mirror_run: offline without an API key; a W&B failure warns once and never stops the sweep)."""
     from sebench.engine import distributed
 
     world = distributed.current()
@@ -402,12 +441,21 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     distributed.on_main(lambda: check_writable(store_run_dir(results, spec.name, "x").parent), world)
     # Rank 0 plans, every rank follows that plan: a run finishing elsewhere in between cannot make the
     # ranks disagree about what to train.
-    rows, pending = distributed.on_main(lambda: plan(spec, profile, results, overrides, only), world)
+    def plan_reusing():
+        rows, pending = plan(spec, profile, results, overrides, only)
+        return (reuse_identical(rows, results, log) if reuse else rows), pending
+
+    rows, pending = distributed.on_main(plan_reusing, world)
     result = SweepResult()
     todo = []
     for row in rows:
-        if row.status in ("finished",):
+        if row.status == "finished":
             result.skipped.append(row.run.run_id)
+        elif row.status == "reused":
+            result.reused.append(row.run.run_id)
+            if wandb and world.is_main:
+                from sebench.tracking import mirror_run
+                mirror_run(row.directory)
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
@@ -415,7 +463,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     for p in pending:
         log(f"pending  {_labels(p.labels)}: {p.reason}")
     log(f"{spec.name} [{profile}]: {len(rows)} runs: {len(result.skipped)} finished, "
-        f"{len(result.locked)} running elsewhere, {len(todo)} to run")
+        + (f"{len(result.reused)} reused, " if result.reused else "")
+        + f"{len(result.locked)} running elsewhere, {len(todo)} to run")
     if not todo:
         return result
 

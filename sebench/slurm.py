@@ -121,9 +121,9 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
                  folder: Optional[Path] = None, overrides: Optional[dict] = None, device: str = "auto",
                  data_path: Optional[str] = None, cache_dir: Optional[str] = None, download: bool = False,
                  sync_bn: Optional[bool] = None, only: Optional[dict[str, set[str]]] = None,
-                 log: Callable[[str], None] = print) -> Submission:
+                 reuse: bool = True, log: Callable[[str], None] = print) -> Submission:
     """Submit every run that is not finished (or running elsewhere) as one job array."""
-    from sebench.runner import _labels, check_data_parallel, todo_rows, with_execution
+    from sebench.runner import _labels, check_data_parallel, reuse_identical, todo_rows, with_execution
     from sebench.store import check_writable
     from sebench.store import run_dir as store_run_dir
 
@@ -137,7 +137,10 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
                         fix="submit from a SLURM login node, or try the array here with --cluster local")
     check_writable(store_run_dir(results, spec.name, "x").parent)
     rows, todo, pending = todo_rows(spec, profile, results, overrides, only)
-    sub = Submission(skipped=[r.run.run_id for r in rows if r.status == "finished"],
+    if reuse:  # adopted here, before submitting: an identical finished run needs no job
+        reuse_identical(todo, results, log)
+        todo = [r for r in todo if r.status != "reused"]
+    sub = Submission(skipped=[r.run.run_id for r in rows if r.status in ("finished", "reused")],
                      locked=[r.run.run_id for r in rows if r.status == "locked"])
     for p in pending:
         log(f"pending  {_labels(p.labels)}: {p.reason}")

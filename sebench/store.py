@@ -176,6 +176,40 @@ def read_finished_run(run_dir: PathLike):
     return cfg, run_id, summary, rerun
 
 
+def write_run_config(directory: PathLike, rc) -> None:
+    """config.yaml: the complete RunConfig `rc` with its run id first (what `fit` and `adopt_run` write)."""
+    import yaml
+
+    atomic_write_text(Path(directory) / "config.yaml",
+                      yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}, sort_keys=False))
+
+
+def recipe_key(rc) -> str:
+    """What makes two runs the same training, whichever experiment they belong to: the run's identity
+    without its experiment name, plus the post-training benchmark settings (its inference img/s)."""
+    ident = {k: v for k, v in rc.identity().items() if k != "experiment"}
+    return json.dumps({**ident, "benchmark": rc.benchmark.model_dump(mode="json")}, sort_keys=True)
+
+
+def adopt_run(source: PathLike, rc, dest: PathLike) -> dict:
+    """Record `rc` as finished with the records of the finished run in `source`, which trained the same
+    recipe (equal :func:`recipe_key`) for another experiment: the ablation tables of a paper share one
+    baseline, and training it again gives the same numbers (same seed, same data order) at full cost.
+    metrics.jsonl is copied, env.json and summary.json say ``reused_from: <experiment>/<run_id>``; the
+    summary, written last, makes the run count as finished. Checkpoints stay with the source."""
+    source, dest = Path(source), Path(dest)
+    origin = f"{source.parent.name}/{source.name}"
+    summary = json.loads((source / "summary.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    write_run_config(dest, rc)
+    atomic_write_text(dest / "metrics.jsonl", (source / "metrics.jsonl").read_text())
+    env = json.loads((source / "env.json").read_text()) if (source / "env.json").exists() else {}
+    atomic_write_json(dest / "env.json", {**env, "run_id": rc.run_id, "reused_from": origin})
+    summary.update(run_id=rc.run_id, experiment=rc.experiment, labels=rc.labels, reused_from=origin)
+    atomic_write_json(dest / "summary.json", summary)
+    return summary
+
+
 # ---- consolidation --------------------------------------------------------------------------------------
 
 # The columns of results/<profile>/runs.csv, in order; sweep labels follow as `label.<axis>` columns.
@@ -184,12 +218,13 @@ RUN_COLUMNS = [
     "epochs", "batch_size", "final_test_top1_err", "final_test_top5_err", "final_test_loss",
     "final_train_loss", "params", "flops", "input_size", "train_img_s", "infer_img_s", "infer_batch_size",
     "device", "device_name", "threads", "world_size", "amp", "channels_last", "wall_s", "torch", "timm",
-    "git_commit", "time", "reason",
+    "git_commit", "time", "reason", "reused_from",
     "speed_train_img_s", "speed_train_img_s_min", "speed_train_img_s_max", "speed_infer_img_s",
     "speed_infer_img_s_min", "speed_infer_img_s_max", "speed_device_name", "speed_threads", "speed_repeats",
 ]  # world_size: processes of a data-parallel run (train_img_s is their total); empty for older runs.
 # speed_*: the run's configuration re-measured with its table's others in one sitting (`sebench speed`,
-# speed.json in the run folder); empty until then.
+# speed.json in the run folder); empty until then. reused_from: <experiment>/<run_id> of the identical run
+# whose records this one carries (store.adopt_run).
 SPEED_COLUMNS = [c for c in RUN_COLUMNS if c.startswith("speed_")]
 SPEED_FILE = "speed.json"
 

@@ -36,7 +36,6 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -51,7 +50,7 @@ from sebench.errors import UserError
 from sebench.models import build_model
 from sebench.spec import DataCfg, ExecutionCfg, RunConfig
 from sebench.surgery import apply_surgery
-from sebench.store import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from sebench.store import append_jsonl, atomic_write_json, read_jsonl, write_jsonl, write_run_config
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # cuBLAS needs a fixed workspace for deterministic GEMMs; see PyTorch's reproducibility notes.
@@ -307,8 +306,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
            "distributed": ({"backend": torch.distributed.get_backend(), "local_world_size": world.local_size,
                             "sync_bn": ex.sync_bn} if world.distributed else None)}
     if main:
-        atomic_write_text(run_dir / "config.yaml",
-                          yaml.safe_dump({"run_id": cfg.run_id, **cfg.model_dump(mode="json")}, sort_keys=False))
+        write_run_config(run_dir, cfg)
         _write_env(run_dir / "env.json", env, state["epoch"] if state is not None else None)
 
     if state is not None:
