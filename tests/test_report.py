@@ -401,3 +401,17 @@ def test_speed_mistakes_are_one_line(cifar_store, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not list((results / "runs").glob("*/*/speed.json"))
+
+
+def test_reused_runs_are_named_and_not_counted_as_compute(tmp_path):
+    spec, _, results = make_store(tmp_path, TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS)
+    before = read_csv(results / "quick" / "runs.csv")
+    donor = next(r for r in before if r["status"] == "finished")
+    path = results / "runs" / "tiny_cifar" / donor["run_id"] / "summary.json"
+    summary = json.loads(path.read_text())
+    path.write_text(json.dumps({**summary, "reused_from": "other_table/0123456789ab"}))
+    collect(results, "quick")
+    text = report_spec(spec, "quick", results).markdown_path.read_text()
+    finished = sum(r["status"] == "finished" for r in before)
+    assert f"over {finished - 1} finished runs" in text
+    assert "1 more run(s) reused from identical runs of other_table" in text

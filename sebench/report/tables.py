@@ -280,12 +280,17 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
          else "")
     epochs = ", ".join(fmt_num(v) for v in unique(r.row.get("epochs") for r in runs)) or "-"
     batch = ", ".join(fmt_num(v) for v in unique(r.row.get("batch_size") for r in runs)) or "-"
+    reused = [r for r in runs if r.row.get("reused_from")]  # trained once, for another experiment
     wall = [r.row.get("wall_s") for r in runs if isinstance(r.row.get("wall_s"), float)
-            and not math.isnan(r.row["wall_s"])]
+            and not math.isnan(r.row["wall_s"]) and not r.row.get("reused_from")]
     total = sum(wall)
     seconds = f" ({total:.0f} s)" if total >= 90 else ""
     compute = (f"{duration(total)}{seconds} over {len(wall)} finished runs (sum of wall_s: training and "
                f"evaluation epochs; setup and the throughput benchmark not counted)") if wall else "none yet"
+    if reused:
+        origins = ", ".join(sorted(unique(str(r.row["reused_from"]).split("/")[0] for r in reused)))
+        compute += (f"; {len(reused)} more run(s) reused from identical runs of {origins} (same recipe and "
+                    f"seed: `reused_from` in runs.csv), not counted")
     commits = ", ".join(c[:12] for c in unique(r.row.get("git_commit") for r in runs)) or "-"
     torch_v = ", ".join(unique(r.row.get("torch") for r in runs)) or "-"
     header = [
