@@ -178,7 +178,8 @@ def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cp
                         "input_size": tuple(summary["input_size"]), "channels_last": cfg.channels_last,
                         "amp": amp, "batch": {True: cfg.batch_size, False: cfg.benchmark.batch_size},
                         "img_s": {True: [], False: []},
-                        "name": f"{members[0][0].name} ({cfg.model.name}, {summary.get('se') or 'no SE'})"})
+                        "name": f"{members[0][0].name} ({cfg.model.name}, "
+                                f"{'SE surgery' if cfg.model.surgery else summary.get('se') or 'no SE'})"})
     log(f"re-measuring {len(configs)} configuration(s) of {sum(len(g) for g in groups.values())} run(s) on "
         f"{device_name(device)}, {torch.get_num_threads()} thread(s): {repeats} repeats x {iters} steps")
     for r in range(repeats + 1):  # pass 0 only warms up (allocator, oneDNN/cuDNN kernel choice)
