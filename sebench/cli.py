@@ -368,14 +368,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_speed(args) -> int:
-    import json
-
     import torch
 
     from sebench.bench import remeasure_runs
     from sebench.engine.env import available_cpus, device_name
     from sebench.engine.fit import resolve_device
-    from sebench.store import SPEED_FILE, iter_summaries
+    from sebench.store import SPEED_FILE, iter_summaries, read_speed
 
     for flag, value in (("--repeats", args.repeats), ("--iters", args.iters), ("--threads", args.threads)):
         if value is not None and value < 1:
@@ -399,10 +397,7 @@ def cmd_speed(args) -> int:
     here = device_name(device)
 
     def measured_here(d: Path) -> bool:
-        try:
-            rec = json.loads((d / SPEED_FILE).read_text())
-        except (OSError, ValueError):
-            return False
+        rec = read_speed(d)
         return rec.get("device_name") == here and rec.get("threads") == torch.get_num_threads()
 
     written = []

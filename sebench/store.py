@@ -238,6 +238,15 @@ def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
             continue  # a summary is written atomically; unreadable means foreign or damaged: skip it
 
 
+def read_speed(directory: PathLike) -> dict:
+    """A run's speed.json (`sebench speed`), or {} when there is none yet (it is written atomically:
+    unreadable means damaged, and `sebench speed` measures again)."""
+    try:
+        return json.loads((Path(directory) / SPEED_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
     """One flat row per run (finished or failed), optionally for one profile."""
     import yaml
@@ -259,10 +268,7 @@ def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
                                   f"{surgery['variant']}")
         for axis, label in (summary.get("labels") or {}).items():
             row[f"label.{axis}"] = label
-        try:
-            speed = json.loads((directory / SPEED_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            speed = {}  # none yet (written atomically: unreadable means damaged; `sebench speed` redoes it)
+        speed = read_speed(directory)
         row.update({c: speed.get(c.removeprefix("speed_")) for c in SPEED_COLUMNS})
         rows.append(row)
     return rows

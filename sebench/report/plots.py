@@ -98,7 +98,7 @@ def _style(data: ReportData):
 def _stat(data: ReportData, combo: Combo, column: str, hardware: Optional[str] = None) -> tuple[float, float, int]:
     vals = [r.row.get(column) for _, r in sorted(data.runs(combo).items())
             if hardware is None or r.row.get("device_name") == hardware]
-    vals = [v for v in vals if isinstance(v, float) and not math.isnan(v)]
+    vals = [v for v in vals if _number(v)]
     return mean_std(vals)
 
 
