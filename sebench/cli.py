@@ -153,21 +153,29 @@ def _spec_and_profile(args):
 
 def cmd_plan(args) -> int:
     from sebench.report.data import duration
-    from sebench.runner import parse_only, plan
+    from sebench.runner import find_reusable, parse_only, plan
 
     spec, profile = _spec_and_profile(args)
-    rows, pending = plan(spec, profile, Path(args.results), _parse_set(args.set),
-                         parse_only(args.only, spec, profile))
+    results = Path(args.results)
+    rows, pending = plan(spec, profile, results, _parse_set(args.set), parse_only(args.only, spec, profile))
+    # What `sebench run` would adopt instead of training (same flag, same rule: runner.find_reusable).
+    sources = {} if args.no_reuse else find_reusable(rows, results)
+    for row in rows:
+        if row.run.run_id in sources:
+            row.status = "reusable"
     if args.estimate:
         from sebench.runner import estimate_seconds
         for row in rows:
-            row.est_seconds = estimate_seconds(row.run, device=args.device)
+            if row.status != "reusable":
+                row.est_seconds = estimate_seconds(row.run, device=args.device)
     table = []
     for row in rows:
         labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
         est = "-" if row.est_seconds is None else duration(row.est_seconds)
+        source = sources.get(row.run.run_id)
+        status = f"reusable: {source.parent.name}/{source.name}" if source else row.status
         table.append([row.run.run_id, labels or "(base)", row.run.seed, row.run.model.name,
-                      row.run.data.name, row.run.epochs, row.status, est])
+                      row.run.data.name, row.run.epochs, status, est])
     for p in pending:
         labels = ", ".join(f"{k}={v}" for k, v in p.labels.items())
         table.append(["-", labels, "-", "-", "-", "-", "pending: " + p.reason, "-"])
@@ -180,13 +188,13 @@ def cmd_plan(args) -> int:
     line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
     if args.estimate:
         from sebench.runner import resolve_device_name
-        todo = [r for r in rows if r.status != "finished"]
+        todo = [r for r in rows if r.status not in ("finished", "reusable")]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
         line += f"; estimated time to finish on {resolve_device_name(args.device)}: {duration(sum(known))}"
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
     print(line)
-    print(f"store: {Path(args.results) / 'runs' / spec.name}")
+    print(f"store: {results / 'runs' / spec.name}")
     return 0
 
 
@@ -254,19 +262,15 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
                              overrides=_parse_set(args.set), device=args.device, data_path=args.data_path,
                              cache_dir=args.cache_dir, download=args.download,
                              sync_bn=True if args.sync_bn else None, only=only, reuse=not args.no_reuse)
-    if not sub.jobs:
-        print(f"runs: {Path(args.results) / 'runs' / spec.name}")
-        return 0
-    if not waits:
+    if sub.jobs and not waits:
         print(f"follow with: squeue --me; then `sebench collect --results {args.results}`")
         return 0
-    result = slurm.wait(sub)
+    result = slurm.wait(sub)  # with no jobs at once: what was skipped or adopted
     if args.wandb:
+        from sebench.runner import mirror_ended
         from sebench.store import run_dir as store_run_dir
-        from sebench.tracking import mirror_run
-        for rc in sub.runs:
-            if rc.run_id in result.finished or any(rc.run_id == rid for rid, _ in result.failed):
-                mirror_run(store_run_dir(Path(args.results), spec.name, rc.run_id))
+        for run_id, outcome in result.outcomes():
+            mirror_ended(store_run_dir(Path(args.results), spec.name, run_id), outcome)
     _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
 
@@ -427,6 +431,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="only the runs with this sweep label (repeatable: labels of one axis are "
                         "alternatives, different axes all apply; seed=N picks a seed), e.g. "
                         "--only model=ResNet-50 --only se=SENet --only seed=0")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every missing run, even one whose recipe (all but the experiment name) another "
+                        "experiment has finished; by default that run's records are adopted, marked reused_from")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,9 +467,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run what is missing, resume what was interrupted, skip what finished")
     add_run_options(p)
     p.add_argument("--jobs", type=int, default=1, help="parallel runs (CPU threads split; one GPU each)")
-    p.add_argument("--no-reuse", action="store_true",
-                   help="train every missing run, even one whose recipe (all but the experiment name) another "
-                        "experiment has finished; by default that run's records are adopted, marked reused_from")
     p.add_argument("--data-path", help="data set file or folder (cifar10-jpeg archive, torchvision root, "
                                        "ImageNet root)")
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")

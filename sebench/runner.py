@@ -40,7 +40,7 @@ LOCK_NAME = ".lock"
 @dataclass
 class PlanRow:
     run: RunConfig
-    status: str  # finished | partial | failed | missing | locked
+    status: str  # finished | partial | failed | missing | locked; reusable (plan) | reused (run)
     directory: Path
     est_seconds: Optional[float] = None
 
@@ -52,6 +52,12 @@ class SweepResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, reason)
     locked: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # adopted from an identical finished run (reuse_identical)
+
+    def outcomes(self):
+        """(run_id, outcome) of every run of the sweep."""
+        for outcome, ids in (("finished", self.finished), ("skipped", self.skipped), ("locked", self.locked),
+                             ("reused", self.reused), ("failed", [rid for rid, _ in self.failed])):
+            yield from ((rid, outcome) for rid in ids)
 
 
 def run_status(directory: Path) -> str:
@@ -262,17 +268,17 @@ def release_lock(directory: Path) -> None:
 
 # ---- reuse across experiments ---------------------------------------------------------------------------
 
-def reuse_identical(rows: list[PlanRow], results: Path, log=print) -> list[PlanRow]:
-    """Adopt, for each missing run, an original finished run of the store with the same recipe in another
-    experiment (store.recipe_key: same model, data, optimiser, schedule, seed, profile...; only the
-    experiment name differs), via store.adopt_run; those rows get status 'reused'. The SE paper's
-    ablation tables share one baseline, and so do this suite's specs: training it once per table costs the
-    same and gives the same numbers (same seed and data order). `--no-reuse` trains them anyway."""
-    from sebench.store import adopt_run, iter_summaries, read_finished_run, recipe_key
+def find_reusable(rows: list[PlanRow], results: Path) -> dict[str, Path]:
+    """{run_id: folder} for each missing row whose recipe an original finished run of the store has
+    trained in another experiment (store.recipe_key: same model, data, optimiser, schedule, seed, profile...;
+    only the experiment name differs). The SE paper's ablation tables share one baseline, and so do this
+    suite's specs: training it once per table costs the same and gives the same numbers (same seed and data
+    order)."""
+    from sebench.store import iter_summaries, read_finished_run, recipe_key
 
     missing = [r for r in rows if r.status == "missing"]
     if not missing:
-        return rows
+        return {}
     donors: dict[str, Path] = {}
     for directory, summary in iter_summaries(results):
         if summary.get("status") != "finished" or summary.get("reused_from"):
@@ -282,9 +288,23 @@ def reuse_identical(rows: list[PlanRow], results: Path, log=print) -> list[PlanR
         except UserError:
             continue  # unreadable or from an older schema: not provably the same recipe
         donors.setdefault(recipe_key(cfg), directory)
+    found = {}
     for row in missing:
         source = donors.get(recipe_key(row.run))
-        if source is None or source == row.directory or not acquire_lock(row.directory):
+        if source is not None and source != row.directory:
+            found[row.run.run_id] = source
+    return found
+
+
+def reuse_identical(rows: list[PlanRow], results: Path, log=print) -> list[PlanRow]:
+    """Adopt each run find_reusable finds (store.adopt_run); those rows get status 'reused'.
+    `--no-reuse` trains them anyway."""
+    from sebench.store import adopt_run
+
+    sources = find_reusable(rows, results)
+    for row in rows:
+        source = sources.get(row.run.run_id)
+        if source is None or not acquire_lock(row.directory):
             continue
         try:
             if run_status(row.directory) != "finished":
@@ -420,6 +440,14 @@ def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict]
     return rows, [r for r in rows if r.status not in ("finished", "locked")], pending
 
 
+def mirror_ended(directory: Path, outcome: str) -> None:
+    """With --wandb, a run is mirrored once its records are final: it finished, failed or was adopted
+    (skipped and locked runs are someone else's to mirror). tracking.mirror_run never raises."""
+    if outcome in ("finished", "failed", "reused"):
+        from sebench.tracking import mirror_run
+        mirror_run(directory)
+
+
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
@@ -454,8 +482,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         elif row.status == "reused":
             result.reused.append(row.run.run_id)
             if wandb and world.is_main:
-                from sebench.tracking import mirror_run
-                mirror_run(row.directory)
+                mirror_ended(row.directory, "reused")
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
@@ -484,9 +511,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     directories = {r.run.run_id: r.directory for r in todo}
 
     def record(rc: RunConfig, outcome: str, detail: str) -> None:
-        if wandb and outcome in ("finished", "failed") and world.is_main:
-            from sebench.tracking import mirror_run
-            mirror_run(directories[rc.run_id])
+        if wandb and world.is_main:
+            mirror_ended(directories[rc.run_id], outcome)
         if outcome == "finished":
             result.finished.append(rc.run_id)
         elif outcome == "skipped":

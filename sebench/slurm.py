@@ -115,6 +115,7 @@ class Submission:
     folder: Optional[Path] = None
     skipped: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # adopted before submitting (runner.reuse_identical)
 
 
 def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cluster: str = "slurm",
@@ -140,12 +141,14 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
     if reuse:  # adopted here, before submitting: an identical finished run needs no job
         reuse_identical(todo, results, log)
         todo = [r for r in todo if r.status != "reused"]
-    sub = Submission(skipped=[r.run.run_id for r in rows if r.status in ("finished", "reused")],
-                     locked=[r.run.run_id for r in rows if r.status == "locked"])
+    sub = Submission(skipped=[r.run.run_id for r in rows if r.status == "finished"],
+                     locked=[r.run.run_id for r in rows if r.status == "locked"],
+                     reused=[r.run.run_id for r in rows if r.status == "reused"])
     for p in pending:
         log(f"pending  {_labels(p.labels)}: {p.reason}")
-    log(f"{spec.name} [{profile}]: {len(rows)} runs: {len(sub.skipped)} finished, {len(sub.locked)} running "
-        f"elsewhere, {len(todo)} to submit")
+    log(f"{spec.name} [{profile}]: {len(rows)} runs: {len(sub.skipped)} finished, "
+        + (f"{len(sub.reused)} reused, " if sub.reused else "")
+        + f"{len(sub.locked)} running elsewhere, {len(todo)} to submit")
     if not todo:
         return sub
     # On the cluster's nodes, not here: 'auto' is the device the task finds (CPU when gpus_per_node is 0).
@@ -169,7 +172,7 @@ def wait(sub: Submission, log: Callable[[str], None] = print):
     """Wait for every job; the sweep's outcome as a runner.SweepResult."""
     from sebench.runner import SweepResult
 
-    result = SweepResult(skipped=list(sub.skipped), locked=list(sub.locked))
+    result = SweepResult(skipped=list(sub.skipped), locked=list(sub.locked), reused=list(sub.reused))
     for rc, job in zip(sub.runs, sub.jobs):
         try:
             run_id, outcome, detail = job.result()

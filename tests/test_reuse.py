@@ -97,3 +97,50 @@ def test_different_recipes_are_never_adopted(tmp_path, one_thread):
     other.write_text(write(tmp_path, "tiny_c", "se", "plain", 4).read_text().replace("epochs: 1", "epochs: 2"))
     result = run_sweep(load_spec(other), "smoke", results, log=lambda s: None)
     assert not result.reused and len(result.finished) == 2
+
+
+def test_plan_shows_what_run_would_adopt(tmp_path, one_thread, capsys):
+    from sebench.cli import main
+
+    a = load_spec(write(tmp_path, "tiny_a", "se", "plain", 4))
+    b_path = write(tmp_path, "tiny_b", "design", "original", 8)
+    results = tmp_path / "results"
+    run_sweep(a, "smoke", results, log=lambda s: None)
+    donor = summaries(results, "tiny_a")["plain"]["run_id"]
+    args = ["plan", str(b_path), "--profile", "smoke", "--results", str(results), "--no-estimate"]
+
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if "design=original" in s)
+    assert f"reusable: tiny_a/{donor}" in line
+    assert "missing" in next(s for s in out.splitlines() if "design=SE" in s)
+    assert "2 runs (1 missing, 1 reusable)" in out
+    assert not (results / "runs" / "tiny_b").exists()  # plan writes nothing
+
+    assert main(args + ["--no-reuse"]) == 0
+    assert "reusable" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("launcher", ["none", "slurm"])
+def test_wandb_mirrors_each_run_whose_records_are_final(tmp_path, one_thread, monkeypatch, launcher):
+    """`run --wandb` mirrors finished, failed and adopted runs (runner.mirror_ended), in this process or
+    after a SLURM array (here submitit's in-process debug executor); skipped runs are not mirrored again."""
+    pytest.importorskip("submitit")
+    from sebench import tracking
+    from sebench.cli import main
+
+    a = load_spec(write(tmp_path, "tiny_a", "se", "plain", 4))
+    b_path = write(tmp_path, "tiny_b", "design", "original", 8)
+    results = tmp_path / "results"
+    run_sweep(a, "smoke", results, log=lambda s: None)
+    mirrored = []
+    monkeypatch.setattr(tracking, "mirror_run", lambda d, **kw: mirrored.append(Path(d)))
+    argv = ["run", str(b_path), "--profile", "smoke", "--results", str(results), "--device", "cpu", "--wandb",
+            "--no-progress"] + (["--launcher", "slurm", "--cluster", "debug"] if launcher == "slurm" else [])
+
+    assert main(argv) == 0
+    runs = summaries(results, "tiny_b")
+    assert runs["original"]["reused_from"] and "reused_from" not in runs["SE"]
+    assert sorted(mirrored) == sorted(results / "runs" / "tiny_b" / s["run_id"] for s in runs.values())
+    mirrored.clear()
+    assert main(argv) == 0 and mirrored == []  # both finished before: nothing new to mirror
