@@ -319,10 +319,17 @@ def test_reduction_plot_for_the_reduction_ablation(tmp_path):
 def test_report_all_builds_an_index(cifar_store):
     spec, spec_path, results = cifar_store
     folder = spec_path.parent
+    text = spec_path.read_text()
+    (folder / "not_run.yaml").write_text(text.replace('title: "', 'title: "Never run '))
+    (folder / "paper_only.yaml").write_text(text.replace('title: "', 'title: "Paper only ').replace("  quick:", "  big:"))
     reports = report_all("quick", results, folder, plots=False, log=lambda s: None)
     assert [r.spec.name for r in reports] == ["tiny_cifar"]
     index = (results / "quick" / "tables" / "README.md").read_text()
-    assert "[tiny_cifar](tiny_cifar.md)" in index and "| 10 / 1 |" in index
+    assert "[tiny_cifar](tiny_cifar.md)" in index and "| 10 / 12 | 1 |" in index  # finished / planned | failed
+    absent = index.split("## Specs without a table in this profile")[1]
+    assert "| not_run | Never run " in absent and "| no finished run yet |" in absent
+    assert "| paper_only | Paper only " in absent and "has no `quick` profile" in absent
+    assert "tiny_cifar" not in absent
 
 
 def test_throughput_plot_keeps_one_machine(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
@@ -62,44 +62,56 @@ def report_spec(spec: Spec, profile: str, results: str | Path, *, rows: Optional
 
 def report_all(profile: str, results: str | Path, folder: str | Path = "experiments", *, plots: bool = True,
                log: Callable[[str], None] = print) -> list[SpecReport]:
-    """Every spec with at least one finished run in `profile`, plus the index tables/README.md."""
+    """Every spec with at least one finished run in `profile`, plus the index tables/README.md (which also
+    names the specs with none, so a missing table is visibly missing)."""
     from sebench.spec import list_specs, load_spec
 
     rows = read_runs_csv(Path(results), profile)
     finished = {r.get("experiment") for r in rows if r.get("status") == "finished"}
-    reports = []
+    reports, absent = [], []
     for path in list_specs(folder):
         try:
             spec = load_spec(path)
         except UserError as err:
             log(f"skipped {path}: {err}")
             continue
-        if spec.name not in finished or profile not in spec.profiles:
-            continue
-        reports.append(report_spec(spec, profile, results, rows=rows, plots=plots))
+        if profile not in spec.profiles:
+            absent.append((spec, f"the spec has no `{profile}` profile"))
+        elif spec.name not in finished:
+            absent.append((spec, "no finished run yet"))
+        else:
+            reports.append(report_spec(spec, profile, results, rows=rows, plots=plots))
     if not reports:
         raise UserError(f"no finished runs of any spec in {folder}/ for profile {profile!r}",
                         where=str(Path(results) / profile / "runs.csv"),
                         fix=f"run `sebench run SPEC --profile {profile}` and `sebench collect` first")
-    write_index(reports, profile, results)
+    write_index(reports, profile, results, absent)
     return reports
 
 
-def write_index(reports: list[SpecReport], profile: str, results: str | Path) -> Path:
+def write_index(reports: list[SpecReport], profile: str, results: str | Path,
+                absent: Sequence[tuple[Spec, str]] = ()) -> Path:
     lines = [f"# Results tables, profile `{profile}`", "",
              f"Profile `{profile}`: {profile_caveat(profile)}. Each table names its data, hardware, seeds and "
              "compute; Δ = variant − same-recipe baseline, paired by seed, 95% interval (paired Student t).", "",
-             "| spec | title | runs (finished / failed) | " + " | ".join(v for v in VERDICTS) + " | plots |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | --- |"]
+             "| spec | title | runs finished / planned | failed | " + " | ".join(v for v in VERDICTS)
+             + " | plots |",
+             "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | --- |"]
     for rep in reports:
         t = rep.table
         plots = ", ".join(f"[{p.stem.removeprefix(rep.spec.name + '_')}](../plots/{p.name})"
                           for p in rep.plots if p.suffix == ".png") or "-"
         lines.append(f"| [{rep.spec.name}]({rep.spec.name}.md) | {t.title.replace('|', '/')} | "
-                     f"{t.n_finished} / {t.n_failed} | " + " | ".join(str(t.verdicts.get(v, 0)) for v in VERDICTS)
-                     + f" | {plots} |")
+                     f"{t.n_finished} / {t.n_planned} | {t.n_failed} | "
+                     + " | ".join(str(t.verdicts.get(v, 0)) for v in VERDICTS) + f" | {plots} |")
     lines += ["", f"Verdict counts are per (row, metric) claim; '{NO_CLAIM}' = the source gives no delta there, "
                   f"'{NOT_TESTED}' = the source claims one but no paired runs exist yet.", ""]
+    if absent:
+        lines += ["## Specs without a table in this profile", "",
+                  f"`sebench plan SPEC --profile {profile}` lists their runs and what they would cost.", "",
+                  "| spec | title | why |", "| --- | --- | --- |"]
+        lines += [f"| {spec.name} | {spec.title.replace('|', '/')} | {why} |" for spec, why in absent]
+        lines.append("")
     path = tables_dir(results, profile) / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -46,6 +46,7 @@ class Table:
     verdicts: dict[str, int] = field(default_factory=dict)
     n_finished: int = 0
     n_failed: int = 0
+    n_planned: int = 0  # the runs the spec's profile expands to (pending rows not counted)
 
     # ---- renderers ---------------------------------------------------------------------------------------
     def markdown(self) -> str:
@@ -256,7 +257,8 @@ def build_table(data: ReportData) -> Table:
     header = _header(data, metrics, base_label, delta_on_cols)
     return Table(name=spec.name, title=spec.title, profile=data.profile, header=header, columns=columns,
                  rows=rows, footnotes=footnotes, records=records, verdicts=verdicts,
-                 n_finished=len(data.all_runs()), n_failed=len(data.failed))
+                 n_finished=len(data.all_runs()), n_failed=len(data.failed),
+                 n_planned=sum(len(rcs) for rcs in data.expected.values()))
 
 
 def _record(data: ReportData, key: Combo, col, metric: str) -> dict:
