@@ -34,11 +34,25 @@ def test_paired_delta_hand_computed():
 
 
 def test_pairing_cancels_common_seed_noise():
-    # unpaired the arms overlap heavily; paired, the variant is better by exactly 0.5 every seed
+    # unpaired the arms overlap heavily (5..13 vs 4.4..12.6); paired, the variant is better by 0.4-0.6 each
+    # seed: differences -0.6, -0.5, -0.4 -> mean -0.5, sd 0.1, half-width 4.302653 * 0.1 / sqrt(3)
     baseline = {0: 5.0, 1: 9.0, 2: 13.0}
-    variant = {s: v - 0.5 for s, v in baseline.items()}
+    variant = {0: 4.4, 1: 8.5, 2: 12.6}
     d = paired_delta(variant, baseline)
-    assert d.mean == pytest.approx(-0.5) and d.low == pytest.approx(-0.5) and d.high == pytest.approx(-0.5)
+    half = 4.302653 * 0.1 / math.sqrt(3)
+    assert d.mean == pytest.approx(-0.5)
+    assert d.low == pytest.approx(-0.5 - half, abs=1e-5) and d.high == pytest.approx(-0.5 + half, abs=1e-5)
+    assert d.excludes_zero() and verdict(d, -1.0) == REPRODUCED
+
+
+def test_equal_differences_give_no_interval():
+    # 43.2 - 45.7 and 40.2 - 42.7: both -2.5 (up to float rounding), sd 0. t would say [-2.5, -2.5] and
+    # "reproduced" on two seeds; the suite gives no interval and no verdict beyond inconclusive.
+    d = paired_delta({0: 43.2, 1: 40.2}, {0: 45.7, 1: 42.7})
+    assert d.n == 2 and d.mean == pytest.approx(-2.5) and d.low is None and d.high is None
+    assert not d.excludes_zero() and verdict(d, -1.0) == INCONCLUSIVE
+    from sebench.report.tables import format_delta
+    assert format_delta(d, "top1_err") == "-2.50 (n=2, equal per-seed differences, no interval)"
 
 
 def test_one_pair_has_no_interval():

@@ -4,7 +4,9 @@ verdict on each of the source's claims.
 A delta pairs runs by seed (same seed = same initialisation stream and data order for both arms), so
 seed-to-seed noise common to both arms cancels. The interval is Student's t on the per-seed differences,
 mean +- t(0.975, n-1) * sd / sqrt(n): with 2 or 3 seeds it is wide, as it should be. n = 1 gives no
-interval (and so no verdict beyond "inconclusive").
+interval (and so no verdict beyond "inconclusive"), and neither do per-seed differences that are all equal:
+t would make that a zero-width interval, but with a few seeds and an error counted in whole test images
+(steps of 0.1% on 1,000) equal differences are a coincidence of rounding, not a noise-free effect.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def t_quantile(p: float, df: int) -> float:
 @dataclass(frozen=True)
 class PairedDelta:
     mean: float  # mean of (variant - baseline) over paired seeds
-    low: Optional[float]  # 95% interval; None with fewer than 2 pairs
+    low: Optional[float]  # 95% interval; None with fewer than 2 pairs or all differences equal
     high: Optional[float]
     n: int
     seeds: tuple[int, ...]
@@ -94,7 +96,7 @@ def paired_delta(variant: Mapping[int, float], baseline: Mapping[int, float], le
     seeds = tuple(sorted(set(variant) & set(baseline)))
     diffs = [variant[s] - baseline[s] for s in seeds]
     m, sd, n = mean_std(diffs)
-    if n < 2:
+    if n < 2 or sd <= 1e-9 * max(1.0, abs(m)):  # one pair, or no spread to estimate (module docstring)
         return PairedDelta(m, None, None, n, seeds)
     half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     return PairedDelta(m, m - half, m + half, n, seeds)

@@ -142,7 +142,8 @@ def format_delta(delta: PairedDelta, metric: str) -> str:
     if delta.n == 0:
         return ""
     if delta.low is None:
-        return f"{delta.mean:+.{d}f} (n={delta.n}, no interval)"
+        why = "equal per-seed differences, no interval" if delta.n > 1 else "no interval"
+        return f"{delta.mean:+.{d}f} (n={delta.n}, {why})"
     return f"{delta.mean:+.{d}f} [{delta.low:+.{d}f}, {delta.high:+.{d}f}] (n={delta.n})"
 
 
@@ -313,7 +314,9 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
                   f"), paired by seed, with its 95% interval ({INTERVAL_METHOD}); source Δ is the same "
                   "difference of the source's numbers; verdict: reproduced = our interval excludes 0 on the "
                   "source's side, not reproduced = it excludes 0 on the other side, inconclusive = it "
-                  "contains 0 (or n < 2), no claim = the source gives no delta, not tested = no paired runs")
+                  "contains 0 or there is none (n < 2, or every seed's difference is the same: t would give a "
+                  "zero-width interval, which a few seeds and an error counted in test images cannot support), "
+                  "no claim = the source gives no delta, not tested = no paired runs")
     else:
         stats += "; no value is marked as the baseline, so no deltas"
     header.append(("Statistics", stats))
