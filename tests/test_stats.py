@@ -53,6 +53,8 @@ def test_equal_differences_give_no_interval():
     assert not d.excludes_zero() and verdict(d, -1.0) == INCONCLUSIVE
     from sebench.report.tables import format_delta
     assert format_delta(d, "top1_err") == "-2.50 (n=2, equal per-seed differences, no interval)"
+    # 41.9 - 45.7 and 46.5 - 42.7 cancel up to float noise: a delta of zero prints without a sign flip
+    assert format_delta(paired_delta({0: 41.9, 1: 46.5}, {0: 45.7, 1: 42.7}), "top1_err").startswith("+0.00 [")
 
 
 def test_one_pair_has_no_interval():

@@ -141,10 +141,13 @@ def format_delta(delta: PairedDelta, metric: str) -> str:
     d = METRICS[metric][3]
     if delta.n == 0:
         return ""
+    def num(x: float) -> str:  # round first: float noise like -4e-16 must not print as "-0.00"
+        return f"{round(x, d) or 0.0:+.{d}f}"
+
     if delta.low is None:
         why = "equal per-seed differences, no interval" if delta.n > 1 else "no interval"
-        return f"{delta.mean:+.{d}f} (n={delta.n}, {why})"
-    return f"{delta.mean:+.{d}f} [{delta.low:+.{d}f}, {delta.high:+.{d}f}] (n={delta.n})"
+        return f"{num(delta.mean)} (n={delta.n}, {why})"
+    return f"{num(delta.mean)} [{num(delta.low)}, {num(delta.high)}] (n={delta.n})"
 
 
 # ---- building ---------------------------------------------------------------------------------------------
