@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -440,6 +441,17 @@ def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict]
     return rows, [r for r in rows if r.status not in ("finished", "locked")], pending
 
 
+def log_plan(name: str, profile: str, rows: list[PlanRow], pending: list[PendingRow], todo: str, log) -> None:
+    """The lines every launcher starts a sweep with: the pending rows, then what the store holds and `todo`
+    (e.g. "3 to run")."""
+    for p in pending:
+        log(f"pending  {_labels(p.labels)}: {p.reason}")
+    count = Counter(r.status for r in rows)
+    log(f"{name} [{profile}]: {len(rows)} runs: {count['finished']} finished, "
+        + (f"{count['reused']} reused, " if count["reused"] else "")
+        + f"{count['locked']} running elsewhere, {todo}")
+
+
 def mirror_ended(directory: Path, outcome: str) -> None:
     """With --wandb, a run is mirrored once its records are final: it finished, failed or was adopted
     (skipped and locked runs are someone else's to mirror). tracking.mirror_run never raises."""
@@ -487,11 +499,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
             result.locked.append(row.run.run_id)
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
             todo.append(row)
-    for p in pending:
-        log(f"pending  {_labels(p.labels)}: {p.reason}")
-    log(f"{spec.name} [{profile}]: {len(rows)} runs: {len(result.skipped)} finished, "
-        + (f"{len(result.reused)} reused, " if result.reused else "")
-        + f"{len(result.locked)} running elsewhere, {len(todo)} to run")
+    log_plan(spec.name, profile, rows, pending, f"{len(todo)} to run", log)
     if not todo:
         return result
 

@@ -124,7 +124,7 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
                  sync_bn: Optional[bool] = None, only: Optional[dict[str, set[str]]] = None,
                  reuse: bool = True, log: Callable[[str], None] = print) -> Submission:
     """Submit every run that is not finished (or running elsewhere) as one job array."""
-    from sebench.runner import _labels, check_data_parallel, reuse_identical, todo_rows, with_execution
+    from sebench.runner import check_data_parallel, log_plan, reuse_identical, todo_rows, with_execution
     from sebench.store import check_writable
     from sebench.store import run_dir as store_run_dir
 
@@ -144,11 +144,7 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
     sub = Submission(skipped=[r.run.run_id for r in rows if r.status == "finished"],
                      locked=[r.run.run_id for r in rows if r.status == "locked"],
                      reused=[r.run.run_id for r in rows if r.status == "reused"])
-    for p in pending:
-        log(f"pending  {_labels(p.labels)}: {p.reason}")
-    log(f"{spec.name} [{profile}]: {len(rows)} runs: {len(sub.skipped)} finished, "
-        + (f"{len(sub.reused)} reused, " if sub.reused else "")
-        + f"{len(sub.locked)} running elsewhere, {len(todo)} to submit")
+    log_plan(spec.name, profile, rows, pending, f"{len(todo)} to submit", log)
     if not todo:
         return sub
     # On the cluster's nodes, not here: 'auto' is the device the task finds (CPU when gpus_per_node is 0).
