@@ -187,12 +187,15 @@ def cmd_plan(args) -> int:
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
     if args.estimate:
-        from sebench.runner import resolve_device_name
+        from sebench.runner import cpu_busy_note, resolve_device_name
         todo = [r for r in rows if r.status not in ("finished", "reusable")]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
-        line += f"; estimated time to finish on {resolve_device_name(args.device)}: {duration(sum(known))}"
+        line += (f"; estimated time to finish on {resolve_device_name(args.device)}, one run at a time: "
+                 f"{duration(sum(known))}")
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
+        if known:
+            line += cpu_busy_note(args.device)
     print(line)
     print(f"store: {results / 'runs' / spec.name}")
     return 0

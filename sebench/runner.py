@@ -138,6 +138,18 @@ def _training_rate(device: str) -> float:
     return _CALIBRATION[device]
 
 
+def cpu_busy_note(device: str) -> str:
+    """Why a CPU estimate may be too high: the calibration shares the cores with whatever else runs (a sweep
+    in the background makes it several times too long). Empty when the CPU was idle or the device is a GPU."""
+    if resolve_device_name(device) != "cpu" or not hasattr(os, "getloadavg"):
+        return ""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < 0.5 * cores:
+        return ""
+    return (f" (measured while the CPU was busy, load {load:.1f} on {cores} cores: too high; "
+            f"rerun `sebench plan` on an idle machine)")
+
+
 def resolve_device_name(device: str) -> str:
     if device != "auto":
         return device

@@ -191,3 +191,33 @@ def test_only_with_a_wrong_label_is_one_line(tmp_path, capsys, only, message):
     err = capsys.readouterr().err
     assert message in err and "--only" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu_was_busy(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import os
+    from sebench import runner
+    from sebench.bench import count_flops
+    from sebench.data import get_info
+    from sebench.models import build_model
+
+    spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
+    runs, _ = expand(load_spec(spec), "quick")
+    info = get_info(runs[0].data.name)
+    n_train = min(info.splits[0], runs[0].data.train_subset or info.splits[0])
+    n_test = min(info.splits[1], runs[0].data.test_subset or info.splits[1])
+    plain = count_flops(build_model("resnet20", info.num_classes), (3, 32, 32))
+    # A rate at which the plain ResNet-20 takes exactly one minute per epoch (no measurement in the test).
+    monkeypatch.setattr(runner, "_training_rate", lambda device: plain * (n_train + n_test / 3) / 60)
+    plain_run = next(r for r in runs if not r.model.se)
+    assert runner.estimate_seconds(plain_run, device="cpu") == pytest.approx(60 * plain_run.epochs)
+
+    argv = ["plan", str(spec), "--profile", "quick", "--results", str(tmp_path), "--device", "cpu"]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "estimated time to finish on cpu, one run at a time:" in out and "busy" not in out
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 2.0, 1.0))
+    assert main(argv) == 0
+    assert "measured while the CPU was busy, load 2.4 on 2 cores: too high" in capsys.readouterr().out
