@@ -322,13 +322,19 @@ def test_report_all_builds_an_index(cifar_store):
     text = spec_path.read_text()
     (folder / "not_run.yaml").write_text(text.replace('title: "', 'title: "Never run '))
     (folder / "paper_only.yaml").write_text(text.replace('title: "', 'title: "Paper only ').replace("  quick:", "  big:"))
+    all_pending = text.replace('title: "', 'title: "All pending ').replace(
+        'set: {model.name: resnet20}}', 'pending: "not in the zoo yet"}').replace(
+        'set: {model.name: resnet32}}', 'pending: "needs a GPU"}')
+    (folder / "all_pending.yaml").write_text(all_pending)
     reports = report_all("quick", results, folder, plots=False, log=lambda s: None)
     assert [r.spec.name for r in reports] == ["tiny_cifar"]
     index = (results / "quick" / "tables" / "README.md").read_text()
     assert "[tiny_cifar](tiny_cifar.md)" in index and "| 10 / 12 | 1 |" in index  # finished / planned | failed
     absent = index.split("## Specs without a table in this profile")[1]
-    assert "| not_run | Never run " in absent and "| no finished run yet |" in absent
+    assert "| not_run | Never run " in absent and "| no finished run yet (12 planned) |" in absent
     assert "| paper_only | Paper only " in absent and "has no `quick` profile" in absent
+    assert "| all_pending | All pending " in absent
+    assert "| every row pending: not in the zoo yet; needs a GPU |" in absent  # each reason once, in order
     assert "tiny_cifar" not in absent
 
 

@@ -78,7 +78,7 @@ def report_all(profile: str, results: str | Path, folder: str | Path = "experime
         if profile not in spec.profiles:
             absent.append((spec, f"the spec has no `{profile}` profile"))
         elif spec.name not in finished:
-            absent.append((spec, "no finished run yet"))
+            absent.append((spec, _why_no_table(spec, profile)))
         else:
             reports.append(report_spec(spec, profile, results, rows=rows, plots=plots))
     if not reports:
@@ -87,6 +87,17 @@ def report_all(profile: str, results: str | Path, folder: str | Path = "experime
                         fix=f"run `sebench run SPEC --profile {profile}` and `sebench collect` first")
     write_index(reports, profile, results, absent)
     return reports
+
+
+def _why_no_table(spec: Spec, profile: str) -> str:
+    """A spec has no table: say whether runs are merely waiting to be made or no row can run at all yet."""
+    from sebench.spec import expand
+
+    runs, pending = expand(spec, profile)
+    if runs:
+        return f"no finished run yet ({len(runs)} planned)"
+    reasons = list(dict.fromkeys(p.reason for p in pending))
+    return "every row pending: " + "; ".join(reasons) if reasons else "the profile plans no run"
 
 
 def write_index(reports: list[SpecReport], profile: str, results: str | Path,
