@@ -16,6 +16,7 @@ matplotlib's Agg canvas without pyplot, so no global backend is switched and not
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -174,7 +175,7 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
             ax.errorbar(x, y, xerr=xerr, yerr=ys if n > 1 else None, fmt=marker(combo),
                         color=color(combo), markersize=8, capsize=3, label=f"{data.short_label(combo)} (n={n})")
         ax.margins(x=0.25, y=0.2)
-        _annotate(ax, [(data.short_label(c), xy) for c, xy in points.items()])
+        _annotate(ax, [(label, xy) for label, xy in zip(_point_labels(data, list(points)), points.values())])
         for combo, (x, y) in points.items():
             base = data.baseline_of(combo)
             if base in points:
@@ -209,9 +210,20 @@ def plot_throughput(data: ReportData, out_dir: Path) -> list[Path]:
                    f"{data.spec.name}_throughput", points)
 
 
+def _point_labels(data: ReportData, combos: list[Combo]) -> list[str]:
+    """Labels beside points: the legend holds the full names, so parenthetical glosses (e.g. "quick stand-in
+    for ResNet-50") are dropped next to the point, unless that would make two labels the same."""
+    full = [data.short_label(c) for c in combos]
+    short = [re.sub(r"\s*\([^)]*\)", "", label).strip() or label for label in full]
+    return short if len(set(short)) == len(short) else full
+
+
 def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:
-    """Label points; a label that would land on one already placed moves down a line (display space)."""
+    """Label points; a label that would land on one already placed moves down a line (display space). A label
+    goes right of its point when it fits inside the panel there, else on the side with more room."""
     ax.autoscale_view()
+    renderer = ax.figure.canvas.get_renderer()
+    panel = ax.get_window_extent(renderer)
     placed: list[tuple[float, float]] = []
     for text, (x, y) in items:
         px, py = ax.transData.transform((x, y))
@@ -219,7 +231,12 @@ def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float 
         while any(abs(px - qx) < 110 and abs(py + dy - qy) < 9 for qx, qy in placed):
             dy -= 10.0
         placed.append((px, py + dy))
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, dy * 72 / ax.figure.dpi), fontsize=fontsize)
+        label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, dy * 72 / ax.figure.dpi),
+                            fontsize=fontsize)
+        width = label.get_window_extent(renderer).width + 6 * ax.figure.dpi / 72
+        if px + width > panel.x1 and panel.x1 - px < px - panel.x0:
+            label.set_position((-6, dy * 72 / ax.figure.dpi))
+            label.set_horizontalalignment("right")
 
 
 def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list[float], list[float], int]:
