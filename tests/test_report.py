@@ -361,19 +361,17 @@ def test_point_labels_stay_inside_their_panel_and_drop_glosses_the_legend_holds(
     """A long label beside the right-most point used to run past the panel's edge (se_imagenet's stand-ins)."""
     from types import SimpleNamespace
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sebench.report.plots import _annotate, _point_labels
+    from sebench.report.plots import _annotate, _figure, _point_labels
 
     data = SimpleNamespace(short_label=lambda combo: " / ".join(combo))
-    combos = [("ResNet-20 (quick stand-in for ResNet-50)", "SENet"), ("ResNet-56 (quick stand-in for ResNet-101)", "SENet")]
+    combos = [("ResNet-20 (quick stand-in for ResNet-50)", "SENet"),
+              ("ResNet-56 (quick stand-in for ResNet-101)", "SENet")]
     assert _point_labels(data, combos) == ["ResNet-20 / SENet", "ResNet-56 / SENet"]
     twins = [("ResNet-20 (a)", "SENet"), ("ResNet-20 (b)", "SENet")]  # the short forms would collide: keep full
     assert _point_labels(data, twins) == ["ResNet-20 (a) / SENet", "ResNet-20 (b) / SENet"]
 
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig = _figure(5, 3)
+    ax = fig.subplots()
     points = [(10.0, 40.0), (50.0, 45.0), (95.0, 50.0)]
     ax.plot(*zip(*points), "o")
     _annotate(ax, [("ResNet-56 / re-implementation", xy) for xy in points])
@@ -384,7 +382,6 @@ def test_point_labels_stay_inside_their_panel_and_drop_glosses_the_legend_holds(
         box = text.get_window_extent(renderer)
         assert panel.x0 - 1 <= box.x0 and box.x1 <= panel.x1 + 1, text.get_text()
     assert [t.get_horizontalalignment() for t in ax.texts] == ["left", "left", "right"]
-    plt.close(fig)
 
 
 # ---- `sebench speed`: the configurations re-measured side by side -------------------------------------------
