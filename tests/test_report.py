@@ -357,8 +357,9 @@ def test_throughput_plot_keeps_one_machine(tmp_path):
     assert "Fast CPU" in rep.markdown_path.read_text()  # the table's hardware line names both
 
 
-def test_point_labels_stay_inside_their_panel_and_drop_glosses_the_legend_holds():
-    """A long label beside the right-most point used to run past the panel's edge (se_imagenet's stand-ins)."""
+def test_point_labels_stay_inside_their_panel_do_not_overlap_and_drop_glosses_the_legend_holds():
+    """A long label beside the right-most point used to run past the panel's edge (se_imagenet's stand-ins),
+    and labels of nearby points overlapped."""
     from types import SimpleNamespace
 
     from sebench.report.plots import _annotate, _figure, _point_labels
@@ -382,6 +383,17 @@ def test_point_labels_stay_inside_their_panel_and_drop_glosses_the_legend_holds(
         box = text.get_window_extent(renderer)
         assert panel.x0 - 1 <= box.x0 and box.x1 <= panel.x1 + 1, text.get_text()
     assert [t.get_horizontalalignment() for t in ax.texts] == ["left", "left", "right"]
+
+    # points close together (variants_cnn3_cifar10): their labels move to free lines instead of overlapping
+    fig = _figure(5, 3)
+    ax = fig.subplots()
+    crowded = [(50.0, 43.0), (51.0, 43.05), (52.0, 42.95), (50.5, 43.1)]
+    ax.plot(*zip(*crowded), "o")
+    ax.set_ylim(30, 55)
+    _annotate(ax, [(f"Slow squeeze and slow excite {i}", xy) for i, xy in enumerate(crowded)])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
 # ---- `sebench speed`: the configurations re-measured side by side -------------------------------------------

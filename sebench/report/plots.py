@@ -219,24 +219,28 @@ def _point_labels(data: ReportData, combos: list[Combo]) -> list[str]:
 
 
 def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:
-    """Label points; a label that would land on one already placed moves down a line (display space). A label
-    goes right of its point when it fits inside the panel there, else on the side with more room."""
+    """Label points. A label goes right of its point when it fits inside the panel there, else on the side with
+    more room; one that would overlap a label already placed moves a line up or down (nearest free line)."""
     ax.autoscale_view()
     renderer = ax.figure.canvas.get_renderer()
     panel = ax.get_window_extent(renderer)
-    placed: list[tuple[float, float]] = []
+    pt = ax.figure.dpi / 72  # display pixels per typographic point
+    placed = []  # display-space boxes of the labels drawn so far
     for text, (x, y) in items:
-        px, py = ax.transData.transform((x, y))
-        dy = 5.0
-        while any(abs(px - qx) < 110 and abs(py + dy - qy) < 9 for qx, qy in placed):
-            dy -= 10.0
-        placed.append((px, py + dy))
-        label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, dy * 72 / ax.figure.dpi),
-                            fontsize=fontsize)
-        width = label.get_window_extent(renderer).width + 6 * ax.figure.dpi / 72
-        if px + width > panel.x1 and panel.x1 - px < px - panel.x0:
-            label.set_position((-6, dy * 72 / ax.figure.dpi))
+        px, _ = ax.transData.transform((x, y))
+        label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 2), fontsize=fontsize)
+        if px + label.get_window_extent(renderer).width + 6 * pt > panel.x1 and panel.x1 - px < px - panel.x0:
             label.set_horizontalalignment("right")
+        dx = -6 if label.get_horizontalalignment() == "right" else 6
+        for dy in [2 + step * sign * 9 for step in range(12) for sign in ((1,) if step == 0 else (-1, 1))]:
+            label.set_position((dx, dy))
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        else:  # no free line nearby: keep it beside its point
+            label.set_position((dx, 2))
+            box = label.get_window_extent(renderer)
+        placed.append(box)
 
 
 def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list[float], list[float], int]:
