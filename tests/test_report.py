@@ -392,7 +392,7 @@ def test_point_labels_stay_inside_their_panel_do_not_overlap_and_drop_glosses_th
     ax.set_ylim(30, 55)
     _annotate(ax, [(f"Slow squeeze and slow excite {i}", xy) for i, xy in enumerate(crowded)])
     fig.canvas.draw()
-    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in ax.texts]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
 from sebench.report.tables import NO_CLAIM, NOT_TESTED, VERDICTS, Table, build_table
-from sebench.spec import Spec
+from sebench.spec import Spec, expand
 from sebench.store import atomic_write_text
 
 
@@ -91,8 +91,6 @@ def report_all(profile: str, results: str | Path, folder: str | Path = "experime
 
 def _why_no_table(spec: Spec, profile: str) -> str:
     """A spec has no table: say whether runs are merely waiting to be made or no row can run at all yet."""
-    from sebench.spec import expand
-
     runs, pending = expand(spec, profile)
     if runs:
         return f"no finished run yet ({len(runs)} planned)"

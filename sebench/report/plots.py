@@ -218,6 +218,10 @@ def _point_labels(data: ReportData, combos: list[Combo]) -> list[str]:
     return short if len(set(short)) == len(short) else full
 
 
+# Label offsets tried in turn (points above the point): beside it, then a line down, a line up, two down, ...
+_LABEL_LINES = [2] + [2 + sign * 9 * k for k in range(1, 12) for sign in (-1, 1)]
+
+
 def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float = 7) -> None:
     """Label points. A label goes right of its point when it fits inside the panel there, else on the side with
     more room; one that would overlap a label already placed moves a line up or down (nearest free line)."""
@@ -229,10 +233,11 @@ def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float 
     for text, (x, y) in items:
         px, _ = ax.transData.transform((x, y))
         label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 2), fontsize=fontsize)
-        if px + label.get_window_extent(renderer).width + 6 * pt > panel.x1 and panel.x1 - px < px - panel.x0:
+        left = px + label.get_window_extent(renderer).width + 6 * pt > panel.x1 and panel.x1 - px < px - panel.x0
+        if left:
             label.set_horizontalalignment("right")
-        dx = -6 if label.get_horizontalalignment() == "right" else 6
-        for dy in [2 + step * sign * 9 for step in range(12) for sign in ((1,) if step == 0 else (-1, 1))]:
+        dx = -6 if left else 6
+        for dy in _LABEL_LINES:
             label.set_position((dx, dy))
             box = label.get_window_extent(renderer)
             if not any(box.overlaps(other) for other in placed):
