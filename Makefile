@@ -39,9 +39,11 @@ reproduce-table: setup
 	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS)
 	$(BIN)/sebench report $(TABLE) --profile $(PROFILE) --results $(RESULTS)
 
-# Every spec; a spec whose data is not available here fails and the others go on (listed at the end).
+# Every spec; a spec whose data is not available here fails and the others go on (listed at the end). Each
+# `sebench run` shows its sweep live; the line before it says which spec of how many it is.
 reproduce-all: setup
-	@failed=""; for spec in $$($(BIN)/sebench specs); do \
+	@specs="$$($(BIN)/sebench specs)"; n=$$(echo $$specs | wc -w); i=0; failed=""; for spec in $$specs; do \
+	  i=$$((i + 1)); echo "== spec $$i/$$n: $$spec"; \
 	  $(BIN)/sebench run $$spec --profile $(PROFILE) --jobs $(JOBS) --results $(RESULTS) $(RUN_ARGS) \
 	    || failed="$$failed $$spec"; done; \
 	$(BIN)/sebench speed all --profile $(PROFILE) --results $(RESULTS); \

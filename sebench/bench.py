@@ -1,9 +1,11 @@
-"""Cost of a model: parameters, FLOPs (multiply-adds), throughput and latency."""
+"""Cost of a model: parameters, FLOPs (multiply-adds), throughput and latency, and the device they were
+measured on. The bottom floor of measuring: it takes an nn.Module and imports nothing of the engine or the
+store (re-measuring stored runs is sebench.speed)."""
 
 from __future__ import annotations
 
 import copy
-import json
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +35,25 @@ def count_flops(model: nn.Module, input_size=(3, 224, 224)) -> int:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return cpu_name()
+    return device.type
 
 
 def synchronize(device: torch.device) -> None:
@@ -122,8 +143,6 @@ def benchmark(model: nn.Module, *, input_size: Sequence[int], batch_size: int,
               amp_dtype: Optional[torch.dtype] = None, warmup: int = 3, iters: int = 10) -> dict:
     """Parameters, FLOPs, train and inference throughput at `batch_size`, batch-1 latency, and what they
     were measured on."""
-    from sebench.engine.env import device_name  # here, not at the top: sebench.engine imports this module
-
     device = torch.device(device)
     opts = dict(input_size=input_size, device=device, channels_last=channels_last, amp_dtype=amp_dtype,
                 warmup=warmup, iters=iters)
@@ -133,79 +152,3 @@ def benchmark(model: nn.Module, *, input_size: Sequence[int], batch_size: int,
             "infer": measure_throughput(model, batch_size=batch_size, train=False, **opts),
             "latency": measure_latency(model, **opts),
             "device": str(device), "device_name": device_name(device), "torch": torch.__version__}
-
-
-# ---- controlled re-measurement of stored runs -------------------------------------------------------------
-
-def _signature(cfg, summary: dict) -> str:
-    """What a run's speed depends on: its model (with SE and surgery), input and batch sizes, memory
-    format and precision; not its seed, data order or epochs."""
-    return json.dumps({"model": cfg.model.model_dump(mode="json"), "input_size": summary.get("input_size"),
-                       "batch_size": cfg.batch_size, "infer_batch_size": cfg.benchmark.batch_size,
-                       "channels_last": cfg.channels_last, "amp": cfg.amp}, sort_keys=True)
-
-
-def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cpu", repeats: int = 5,
-                   iters: int = 3, warmup: int = 2, log: Callable[[str], None] = print) -> list:
-    """Training and inference throughput of the configurations behind finished runs, measured again
-    here, all in one sitting: each distinct configuration (runs that differ only by seed share one) is
-    built fresh (weights do not change the work), warmed up, then timed round-robin over `repeats`
-    passes (the direction alternating), `iters` steps per pass, at the run's own training and benchmark
-    batch sizes, memory format and precision. Writes ``speed.json`` into every run directory (median
-    img/s over the passes, with min and max) and returns those paths.
-
-    Why: a run's own ``train_img_s`` is measured while it trains, often beside other runs on the same
-    cores, so the speeds of one table's runs are not comparable; these are.
-    """
-    from sebench.data import get_info
-    from sebench.engine.env import device_name, now_iso
-    from sebench.engine.fit import build_run_model
-    from sebench.store import SPEED_FILE, atomic_write_json, read_finished_run
-
-    if repeats < 1 or iters < 1:
-        raise ValueError("repeats and iters must be >= 1")
-    device = torch.device(device)
-    groups: dict[str, list] = {}
-    for run_dir in run_dirs:
-        cfg, _, summary, _ = read_finished_run(run_dir)
-        groups.setdefault(_signature(cfg, summary), []).append((Path(run_dir), cfg, summary))
-    configs = []
-    for members in groups.values():
-        _, cfg, summary = members[0]
-        num_classes = cfg.model.num_classes or get_info(cfg.data.name).num_classes or 1000
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
-        configs.append({"members": members, "model": build_run_model(cfg, num_classes),
-                        "input_size": tuple(summary["input_size"]), "channels_last": cfg.channels_last,
-                        "amp": amp, "batch": {True: cfg.batch_size, False: cfg.benchmark.batch_size},
-                        "img_s": {True: [], False: []},
-                        "name": f"{members[0][0].name} ({cfg.model.name}, "
-                                f"{'SE surgery' if cfg.model.surgery else summary.get('se') or 'no SE'})"})
-    log(f"re-measuring {len(configs)} configuration(s) of {sum(len(g) for g in groups.values())} run(s) on "
-        f"{device_name(device)}, {torch.get_num_threads()} thread(s): {repeats} repeats x {iters} steps")
-    for r in range(repeats + 1):  # pass 0 only warms up (allocator, oneDNN/cuDNN kernel choice)
-        for c in (configs if r % 2 == 0 else configs[::-1]):
-            for train in (True, False):
-                out = measure_throughput(c["model"], input_size=c["input_size"], batch_size=c["batch"][train],
-                                         device=device, train=train, warmup=warmup if r == 0 else 1,
-                                         iters=iters, channels_last=c["channels_last"], amp_dtype=c["amp"])
-                if r > 0:
-                    c["img_s"][train].append(out["img_s"])
-        if r > 0:
-            log(f"repeat {r}/{repeats} done")
-    written = []
-    common = {"repeats": repeats, "iters": iters, "configurations": len(configs), "device": str(device),
-              "device_name": device_name(device), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "time": now_iso(),
-              "method": "one sitting, round-robin over the configurations; per repeat, batch size / "
-                        "median step time of `iters` steps; median, min and max over the repeats"}
-    for c in configs:
-        record = dict(common)
-        for train, key in ((True, "train"), (False, "infer")):
-            values = c["img_s"][train]
-            record.update({f"{key}_img_s": statistics.median(values), f"{key}_img_s_min": min(values),
-                           f"{key}_img_s_max": max(values), f"{key}_batch_size": c["batch"][train]})
-        for run_dir, _, _ in c["members"]:
-            atomic_write_json(run_dir / SPEED_FILE, record)
-            written.append(run_dir / SPEED_FILE)
-        log(f"{c['name']}: train {record['train_img_s']:.1f} img/s, infer {record['infer_img_s']:.1f} img/s")
-    return written

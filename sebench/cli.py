@@ -377,9 +377,10 @@ def cmd_analyze(args) -> int:
 def cmd_speed(args) -> int:
     import torch
 
-    from sebench.bench import remeasure_runs
-    from sebench.engine.env import available_cpus, device_name
+    from sebench.bench import device_name
+    from sebench.engine.env import available_cpus
     from sebench.engine.fit import resolve_device
+    from sebench.speed import remeasure_runs
     from sebench.store import SPEED_FILE, iter_summaries, read_speed
 
     for flag, value in (("--repeats", args.repeats), ("--iters", args.iters), ("--threads", args.threads)):
@@ -475,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download CIFAR-10/100 or SVHN into --data-path")
-    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live progress (the sweep and each running run: bars on a terminal, lines every "
+                        "$SEBENCH_PROGRESS_INTERVAL s, default 30, in a log)")
     p.add_argument("--launcher", choices=("none", "torchrun", "slurm"), default="none",
                    help="none: this process (or the ranks of a torchrun that started it); torchrun: every run "
                         "data-parallel on --nproc processes of this machine; slurm: a job array, one run per "

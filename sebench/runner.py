@@ -25,12 +25,14 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
 
 from sebench.errors import UserError
+from sebench.progress import SweepProgress
 from sebench.spec import ExecutionCfg, PendingRow, RunConfig, Spec, expand
 from sebench.store import check_writable
 from sebench.store import run_dir as store_run_dir
@@ -517,20 +519,25 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
 
     gpus = _visible_gpus() if device in ("auto", "cuda") and jobs > 1 else []
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    # fit draws nothing itself: SweepProgress shows every job count alike, from the run directories.
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
-                              download=download, progress=progress and jobs == 1, sync_bn=sync_bn)
+                              download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
     start = time.time()
     reported = [0]
-
-    def report(rc: RunConfig, outcome: str, detail: str) -> None:
-        reported[0] += 1
-        log(f"[{reported[0]}/{len(todo)}] {outcome:8s} {rc.run_id}  {_labels(rc.labels)} seed {rc.seed}: {detail}"
-            f"  ({time.time() - start:.0f}s elapsed)")
-
     directories = {r.run.run_id: r.directory for r in todo}
+    watch = SweepProgress(f"{spec.name} [{profile}]",
+                          [(rc.run_id, f"{rc.run_id} {_labels(rc.labels)} seed {rc.seed}", rc.epochs,
+                            directories[rc.run_id]) for rc in configs],
+                          jobs=jobs, enabled=progress and world.is_main)
+    log = watch.above(log)
 
-    def record(rc: RunConfig, outcome: str, detail: str) -> None:
+    def begin(rc: RunConfig, status: str, slot: int) -> None:
+        log(f"--> {rc.run_id}  {_labels(rc.labels)} seed {rc.seed} ({status})")
+        watch.started(rc.run_id, slot)
+
+    def end(rc: RunConfig, outcome: str, detail: str) -> None:
+        watch.ended(rc.run_id, outcome)
         if wandb and world.is_main:
             mirror_ended(directories[rc.run_id], outcome)
         if outcome == "finished":
@@ -541,25 +548,33 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
             result.locked.append(rc.run_id)
         else:
             result.failed.append((rc.run_id, detail))
+        reported[0] += 1
+        log(f"[{reported[0]}/{len(todo)}] {outcome:8s} {rc.run_id}  {_labels(rc.labels)} seed {rc.seed}: {detail}"
+            f"  ({time.time() - start:.0f}s elapsed)")
 
-    if jobs <= 1:
-        for rc, row in zip(configs, todo):
-            log(f"--> {rc.run_id}  {_labels(rc.labels)} seed {rc.seed} ({row.status})")
-            _, outcome, detail = execute_one(rc, str(row.directory))
-            record(rc, outcome, detail)
-            report(rc, outcome, detail)
-        return result
+    with watch:
+        if jobs <= 1:
+            for rc, row in zip(configs, todo):
+                begin(rc, row.status, 0)
+                end(rc, *execute_one(rc, str(row.directory))[1:])
+        else:
+            _run_pooled(list(zip(configs, todo)), jobs, gpus, begin, end)
+    return result
 
-    # One process per job; with several GPUs each worker sees exactly one of them.
-    pools = make_pools(jobs, gpus)
+
+def _run_pooled(queue: list[tuple[RunConfig, PlanRow]], jobs: int, gpus: list[str], begin, end) -> None:
+    """Run the queue on `jobs` single-process pools (one GPU each where there are GPUs). A worker that dies
+    (killed, out of memory) fails only its run: its records stay for the next sweep to resume, and its
+    slot gets a fresh pool for the runs still queued."""
+    pools = make_pools(jobs, gpus)  # one process per job; with several GPUs each worker sees exactly one
     try:
         futures = {}
-        queue = list(zip(configs, todo))
-        free = list(range(jobs))
+        free = list(range(jobs))[::-1]
         while queue or futures:
             while queue and free:
                 j = free.pop()
                 rc, row = queue.pop(0)
+                begin(rc, row.status, j)
                 futures[pools[j].submit(execute_one, rc, str(row.directory))] = (j, rc)
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -569,12 +584,14 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                     _, outcome, detail = fut.result()
                 except Exception as exc:  # the worker process itself died
                     outcome, detail = "failed", f"worker died: {type(exc).__name__}: {exc}"
-                record(rc, outcome, detail)
-                report(rc, outcome, detail)
+                    if isinstance(exc, BrokenProcessPool):
+                        pools[j].shutdown(wait=False)
+                        gpu = assign_gpus(jobs, gpus)[j]
+                        pools[j] = make_pools(1, [] if gpu is None else [gpu])[0]
+                end(rc, outcome, detail)
     finally:
         for p in pools:
             p.shutdown(cancel_futures=True)
-    return result
 
 
 def _visible_gpus() -> list[str]:

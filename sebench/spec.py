@@ -473,7 +473,7 @@ def _run_config(cfg: dict, experiment: str, profile: str, labels: dict, seed: in
 
 def _check_buildable(rc: RunConfig, where: str) -> None:
     """Names a spec may get wrong, checked without building anything heavy."""
-    from sebench.data import get_info
+    from sebench.data.registry import get_info
     from sebench.models import get_entry, stage_ids
 
     def again(err: UserError, field: str) -> UserError:

@@ -227,6 +227,9 @@ RUN_COLUMNS = [
 # whose records this one carries (store.adopt_run).
 SPEED_COLUMNS = [c for c in RUN_COLUMNS if c.startswith("speed_")]
 SPEED_FILE = "speed.json"
+# Where a training run is within its epoch (fit rewrites it every few seconds; sebench.progress reads it).
+# Transient: removed when the run ends, git-ignored, read by nothing that makes a number.
+PROGRESS_FILE = ".progress.json"
 
 
 def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
@@ -245,6 +248,28 @@ def read_speed(directory: PathLike) -> dict:
         return json.loads((Path(directory) / SPEED_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def read_progress(directory: PathLike) -> dict:
+    """A running run's heartbeat (PROGRESS_FILE), or {} when there is none or it cannot be read."""
+    try:
+        beat = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return beat if isinstance(beat, dict) else {}
+
+
+def write_progress(directory: PathLike, beat: dict) -> None:
+    """Replace a run's heartbeat: temp file and rename, without fsync (it is rewritten every few seconds,
+    and losing the last one to a crash loses nothing)."""
+    path = Path(directory) / PROGRESS_FILE
+    tmp = path.with_name(f"{PROGRESS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(beat))
+    os.replace(tmp, path)
+
+
+def clear_progress(directory: PathLike) -> None:
+    (Path(directory) / PROGRESS_FILE).unlink(missing_ok=True)
 
 
 def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:

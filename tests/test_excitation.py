@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from sebench.analysis.excitation import (
-    ALL, TIDY_COLUMNS, SUMMARY_COLUMNS, BlockStats, ExcitationRecorder, ExcitationStats, analyze,
+    ALL, TIDY_COLUMNS, SUMMARY_COLUMNS, BlockStats, ExcitationRecorder, ExcitationStats,
     default_show_classes, paper_blocks, record, resolve_blocks)
+from sebench.analysis.run import analyze
 from sebench.errors import UserError
 from sebench.layers.se import SqueezeExcite, se_modules
 from sebench.models import build_model

@@ -15,8 +15,10 @@ pattern across classes that differs in scale. This module measures what those cl
 * :class:`ExcitationStats` answers the questions: per-class and overall channel means and stds,
   :meth:`~ExcitationStats.class_specificity`, :meth:`~ExcitationStats.saturation_share`; and turns into a
   tidy data frame / CSV (and back, :meth:`~ExcitationStats.from_frame`).
-* :func:`record` runs (x, y) batches through a model in eval mode under ``torch.inference_mode``;
-  :func:`analyze` records, writes the CSVs and the four figures (:mod:`sebench.analysis.figures`).
+* :func:`record` runs (x, y) batches through a model in eval mode under ``torch.inference_mode``.
+
+Drawing is :mod:`sebench.analysis.figures`, which reads these statistics (never the other way round);
+:func:`sebench.analysis.run.analyze` records, writes the CSVs and draws the four figures.
 
 Standard deviations are population stds (ddof=0) over the images of a class.
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -623,84 +624,8 @@ def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> Path:
     return Path(path)
 
 
-def analyze(model: nn.Module, batches: Iterable, classes: Sequence[str], out_dir: Union[str, Path], *,
-            blocks: BlockSpec = None, depth_blocks: BlockSpec = "all",
-            show_classes: Optional[Sequence[str]] = None, within_classes: Optional[Sequence[str]] = None,
-            label: str = "", channels: int = 50, threshold: float = DEFAULT_THRESHOLD,
-            device: Union[str, torch.device, None] = None, max_images: Optional[int] = None,
-            stats: Optional[ExcitationStats] = None) -> dict[str, Path]:
-    """The paper's excitation study for one model, written into `out_dir`.
-
-    Records every block in ``blocks ∪ depth_blocks`` over `batches` ((x, y) with y indexing `classes`),
-    then writes:
-
-    * ``excitation_stats.csv``   tidy per (block, class, channel) table (:meth:`ExcitationStats.to_frame`)
-    * ``excitation_summary.csv`` per block: depth, specificity, saturation share, mean gate
-    * ``excitation_class_means.png``   (a) mean excitation of the first `channels` channels per class
-                                           and over all classes, one panel per block in `blocks`
-    * ``excitation_within_class.png``  (b) mean +- std within the two `within_classes`
-    * ``excitation_specificity.png``   (c) class specificity vs depth over `depth_blocks`
-    * ``excitation_saturation.png``    (d) share of gate values > `threshold` vs depth
-
-    `blocks`: the panels of (a) and (b), default the paper's selection (:func:`paper_blocks`);
-    `depth_blocks`: the x axis of (c) and (d), default every SE block. `show_classes` (<= 4 shown
-    best) default :func:`default_show_classes`; `within_classes` default the first two of those.
-    `label` (data variant, model, run id, profile) goes into every figure's title. Pass `stats` to plot
-    recorded statistics again without running the model. Returns {name: path}.
-    """
-    from sebench.analysis import figures  # matplotlib only when plotting
-
-    out = Path(out_dir)
-    classes = list(classes)
-    if stats is None:
-        all_tags = list(se_modules(model))
-        panel = resolve_blocks(all_tags, blocks)
-        depth = resolve_blocks(all_tags, depth_blocks)
-        wanted = set(panel) | set(depth)
-        stats = record(model, batches, blocks=[t for t in all_tags if t in wanted], classes=classes,
-                       thresholds=sorted({DEFAULT_THRESHOLD, float(threshold)}), device=device,
-                       max_images=max_images)
-    else:
-        panel = resolve_blocks(stats.blocks, blocks)
-        depth = resolve_blocks(stats.blocks, depth_blocks)
-    present = stats.present_classes()
-    if not present:
-        raise UserError("no images were recorded (the batches were empty)", field="batches")
-    for name, chosen in (("show_classes", show_classes), ("within_classes", within_classes)):
-        if chosen is not None:
-            unknown = [c for c in chosen if c not in stats.classes]
-            if unknown:
-                raise UserError(f"unknown class(es) {unknown}", field=name,
-                                fix=f"known: {', '.join(stats.classes)}")
-            absent = [c for c in chosen if c not in present]
-            if absent:
-                warnings.warn(f"{name}: no images of {absent} were recorded; they are left out",
-                              stacklevel=2)
-    show = ([c for c in show_classes if c in present] if show_classes is not None
-            else default_show_classes(stats.classes, present))
-    within = ([c for c in within_classes if c in present] if within_classes is not None
-              else show[:2])
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    paths["stats_csv"] = stats.to_csv(out / "excitation_stats.csv")
-    summary = stats.summary_frame(threshold)
-    summary = summary[summary["block"].isin(depth)].reset_index(drop=True)
-    paths["summary_csv"] = write_csv(summary, out / "excitation_summary.csv")
-    paths["class_means_png"] = figures.plot_class_means(
-        stats, panel, show, out / "excitation_class_means.png", channels=channels, caption=label)
-    paths["within_class_png"] = figures.plot_within_class(
-        stats, panel, within, out / "excitation_within_class.png", channels=channels, caption=label)
-    paths["specificity_png"] = figures.plot_specificity(
-        stats, depth, out / "excitation_specificity.png", caption=label, highlight=panel)
-    paths["saturation_png"] = figures.plot_saturation(
-        stats, depth, out / "excitation_saturation.png", threshold=threshold, caption=label,
-        highlight=panel)
-    return paths
-
-
 __all__ = [
     "ALL", "DEFAULT_THRESHOLD", "PREFERRED_CLASSES", "SUMMARY_COLUMNS", "TIDY_COLUMNS", "BlockStats",
-    "ExcitationRecorder", "ExcitationStats", "analyze", "default_show_classes", "evenly_spaced",
+    "ExcitationRecorder", "ExcitationStats", "default_show_classes", "evenly_spaced",
     "paper_blocks", "parse_tag", "record", "resolve_blocks", "write_csv",
 ]

@@ -1,9 +1,11 @@
-"""The excitation study of one trained run from the store: `analyze_run` (and `sebench analyze`).
+"""The paper's excitation study: `analyze` for a model and batches, `analyze_run` for a trained run from
+the store (`sebench analyze`). It joins the two floors below it: statistics (excitation.py) and the
+figures that draw them (figures.py).
 
-It rebuilds the run's model exactly as fit did (:func:`sebench.engine.fit.build_run_model`), loads the
-final checkpoint (``ckpt/last.pt``), builds the run's test split with its evaluation transform
-(:func:`sebench.data.build_loaders`), and hands both to :func:`sebench.analysis.excitation.analyze`, which
-writes the CSVs and the four figures into ``<run_dir>/analysis/``. In the same pass over the test split
+`analyze_run` rebuilds the run's model exactly as fit did (:func:`sebench.engine.fit.build_run_model`), loads
+the final checkpoint (``ckpt/last.pt``), builds the run's test split with its evaluation transform
+(:func:`sebench.data.build_loaders`), and hands both to :func:`analyze`, which writes the CSVs and the four
+figures into ``<run_dir>/analysis/``. In the same pass over the test split
 it measures the top-1 error and compares it with the run's summary: equal numbers prove that the
 weights analysed are the ones the summary reports on. ``analysis.json`` records that check with the
 run's identity, the blocks and classes shown and the data label.
@@ -16,11 +18,16 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
+from torch import nn
 
+from sebench.analysis.excitation import (DEFAULT_THRESHOLD, BlockSpec, ExcitationStats, default_show_classes,
+                                         record, resolve_blocks, write_csv)
 from sebench.errors import UserError
+from sebench.layers.se import se_modules
+from sebench.progress import Board
 
 PathLike = Union[str, Path]
 OUT_DIR = "analysis"
@@ -48,6 +55,82 @@ class RunAnalysis:
         """The measured test error equals the summary's (within ERR_TOLERANCE points)."""
         return (self.summary_top1_err is not None
                 and abs(self.test_top1_err - self.summary_top1_err) <= ERR_TOLERANCE)
+
+
+def analyze(model: nn.Module, batches: Iterable, classes: Sequence[str], out_dir: Union[str, Path], *,
+            blocks: BlockSpec = None, depth_blocks: BlockSpec = "all",
+            show_classes: Optional[Sequence[str]] = None, within_classes: Optional[Sequence[str]] = None,
+            label: str = "", channels: int = 50, threshold: float = DEFAULT_THRESHOLD,
+            device: Union[str, torch.device, None] = None, max_images: Optional[int] = None,
+            stats: Optional[ExcitationStats] = None) -> dict[str, Path]:
+    """The paper's excitation study for one model, written into `out_dir`.
+
+    Records every block in ``blocks ∪ depth_blocks`` over `batches` ((x, y) with y indexing `classes`),
+    then writes:
+
+    * ``excitation_stats.csv``   tidy per (block, class, channel) table (:meth:`ExcitationStats.to_frame`)
+    * ``excitation_summary.csv`` per block: depth, specificity, saturation share, mean gate
+    * ``excitation_class_means.png``   (a) mean excitation of the first `channels` channels per class
+                                           and over all classes, one panel per block in `blocks`
+    * ``excitation_within_class.png``  (b) mean +- std within the two `within_classes`
+    * ``excitation_specificity.png``   (c) class specificity vs depth over `depth_blocks`
+    * ``excitation_saturation.png``    (d) share of gate values > `threshold` vs depth
+
+    `blocks`: the panels of (a) and (b), default the paper's selection (:func:`~sebench.analysis.excitation.paper_blocks`);
+    `depth_blocks`: the x axis of (c) and (d), default every SE block. `show_classes` (<= 4 shown
+    best) default :func:`~sebench.analysis.excitation.default_show_classes`; `within_classes` default the first two of those.
+    `label` (data variant, model, run id, profile) goes into every figure's title. Pass `stats` to plot
+    recorded statistics again without running the model. Returns {name: path}.
+    """
+    from sebench.analysis import figures  # matplotlib only when plotting
+
+    out = Path(out_dir)
+    classes = list(classes)
+    if stats is None:
+        all_tags = list(se_modules(model))
+        panel = resolve_blocks(all_tags, blocks)
+        depth = resolve_blocks(all_tags, depth_blocks)
+        wanted = set(panel) | set(depth)
+        stats = record(model, batches, blocks=[t for t in all_tags if t in wanted], classes=classes,
+                       thresholds=sorted({DEFAULT_THRESHOLD, float(threshold)}), device=device,
+                       max_images=max_images)
+    else:
+        panel = resolve_blocks(stats.blocks, blocks)
+        depth = resolve_blocks(stats.blocks, depth_blocks)
+    present = stats.present_classes()
+    if not present:
+        raise UserError("no images were recorded (the batches were empty)", field="batches")
+    for name, chosen in (("show_classes", show_classes), ("within_classes", within_classes)):
+        if chosen is not None:
+            unknown = [c for c in chosen if c not in stats.classes]
+            if unknown:
+                raise UserError(f"unknown class(es) {unknown}", field=name,
+                                fix=f"known: {', '.join(stats.classes)}")
+            absent = [c for c in chosen if c not in present]
+            if absent:
+                warnings.warn(f"{name}: no images of {absent} were recorded; they are left out",
+                              stacklevel=2)
+    show = ([c for c in show_classes if c in present] if show_classes is not None
+            else default_show_classes(stats.classes, present))
+    within = ([c for c in within_classes if c in present] if within_classes is not None
+              else show[:2])
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["stats_csv"] = stats.to_csv(out / "excitation_stats.csv")
+    summary = stats.summary_frame(threshold)
+    summary = summary[summary["block"].isin(depth)].reset_index(drop=True)
+    paths["summary_csv"] = write_csv(summary, out / "excitation_summary.csv")
+    paths["class_means_png"] = figures.plot_class_means(
+        stats, panel, show, out / "excitation_class_means.png", channels=channels, caption=label)
+    paths["within_class_png"] = figures.plot_within_class(
+        stats, panel, within, out / "excitation_within_class.png", channels=channels, caption=label)
+    paths["specificity_png"] = figures.plot_specificity(
+        stats, depth, out / "excitation_specificity.png", caption=label, highlight=panel)
+    paths["saturation_png"] = figures.plot_saturation(
+        stats, depth, out / "excitation_saturation.png", threshold=threshold, caption=label,
+        highlight=panel)
+    return paths
 
 
 def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
@@ -103,12 +186,11 @@ class _Scored:
         self._handle = model.register_forward_hook(self._hook)
 
     def __iter__(self):
-        from tqdm import tqdm
-
-        for x, y in tqdm(self.batches, total=len(self.batches), desc="recording", unit="batch",
-                         file=sys.stderr, disable=not self.progress, leave=False):
-            self._y = y
-            yield x, y
+        with Board("recording", len(self.batches), unit="batches", enabled=self.progress) as board:
+            for x, y in self.batches:
+                self._y = y
+                yield x, y
+                board.advance(status=f"{self.n} images, top-1 error so far {self.top1_err:.2f}%")
 
     def _hook(self, module, inputs, output):
         y = self._y[: len(output)].to(output.device)
@@ -145,7 +227,6 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
     (default the run's). Mistakes (bad block or class, unfinished run, missing checkpoint) raise
     UserError before anything is written.
     """
-    from sebench.analysis.excitation import analyze, default_show_classes, resolve_blocks
     from sebench.data import build_loaders, get_info
     from sebench.engine.env import available_cpus, now_iso
     from sebench.engine.fit import build_run_model, resolve_device

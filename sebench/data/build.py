@@ -14,11 +14,20 @@ from sebench.data.loader import ArrayLoader
 from sebench.data.registry import DatasetInfo, get_info, load_arrays, subset
 from sebench.data.sources import PATH_FIX
 from sebench.errors import UserError
-from sebench.spec import DataCfg
 
 # Subsets are drawn with a fixed seed, not the run's: every seed of an experiment then trains and tests on
 # the same images, so the "[train n, test m]" label names one data set and paired comparisons stay paired.
 SUBSET_SEED = 0
+
+
+class DataSettings(Protocol):
+    """What build_loaders reads of a run's data settings: spec.DataCfg, typed by its shape because the
+    dependency runs the other way (spec checks dataset names against this package's registry)."""
+    name: str
+    augment: str
+    image_size: int | None
+    train_subset: int | None
+    test_subset: int | None
 
 
 class EpochIterable(Protocol):
@@ -45,7 +54,7 @@ class Loaders:
     label: str
 
 
-def build_loaders(data_cfg: DataCfg, *, batch_size: int, eval_batch_size: int,
+def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: int,
                   device: str | torch.device, seed: int, path: str | os.PathLike | None = None,
                   cache_dir: str | os.PathLike | None = None, num_workers: int = 2,
                   download: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:

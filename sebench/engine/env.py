@@ -17,6 +17,8 @@ from typing import Optional
 
 import torch
 
+from sebench.bench import cpu_name, device_name
+
 PACKAGES = ("torch", "torchvision", "timm", "numpy")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,25 +29,6 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def device_name(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return cpu_name()
-    return device.type
 
 
 def package_versions() -> dict[str, Optional[str]]:

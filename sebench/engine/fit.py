@@ -50,11 +50,13 @@ from sebench.errors import UserError
 from sebench.models import build_model
 from sebench.spec import DataCfg, ExecutionCfg, RunConfig
 from sebench.surgery import apply_surgery
-from sebench.store import append_jsonl, atomic_write_json, read_jsonl, write_jsonl, write_run_config
+from sebench.store import (append_jsonl, atomic_write_json, clear_progress, read_jsonl, write_jsonl,
+                           write_progress, write_run_config)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # cuBLAS needs a fixed workspace for deterministic GEMMs; see PyTorch's reproducibility notes.
 CUBLAS_DETERMINISTIC = ":4096:8"
+HEARTBEAT_S = 2.0  # seconds between heartbeat writes within an epoch (the progress display polls every 1 s)
 
 
 def resolve_device(name: str, world: Optional[World] = None) -> torch.device:
@@ -208,7 +210,28 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
     _check_distributed(cfg, world, device)
     default_threads = max(1, available_cpus() // world.local_size) if world.distributed else None
     with process_settings(cfg.execution, device, default_threads) as threads:
-        return _train(cfg, run_dir, device, threads, world)
+        try:
+            return _train(cfg, run_dir, device, threads, world)
+        finally:  # the heartbeat means something only while the run trains
+            if world.is_main:
+                clear_progress(run_dir)
+
+
+def _heartbeat(run_dir: Path, epoch: int, epochs: int, steps: int, world_size: int):
+    """train_epoch's on_step: where the run is within `epoch` (store.write_progress, at most every
+    HEARTBEAT_S seconds), so that a sweep's progress display (sebench.progress) moves between epochs."""
+    start = time.perf_counter()
+    last = start - HEARTBEAT_S  # the first step writes at once
+
+    def beat(step: int, images: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= HEARTBEAT_S or step == steps:
+            last = now
+            write_progress(run_dir, {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
+                                     "img_s": images * world_size / (now - start), "elapsed": now - start,
+                                     "time": time.time()})
+    return beat
 
 
 def _load_state(ckpt_dir: Path, run_id: str, world: World, device: torch.device) -> Optional[dict]:
@@ -326,10 +349,10 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
     for epoch in range(start_epoch, cfg.epochs + 1):
         loaders.train.set_epoch(epoch)
         started = time.perf_counter()
-        label = f"epoch {epoch}/{cfg.epochs}" if ex.progress and main else None
+        beat = _heartbeat(run_dir, epoch, cfg.epochs, len(loaders.train), world.size) if main else None
         try:
             train = train_epoch(net, loaders.train, optimizer, scheduler, loss_fn=loss_fn, scaler=scaler,
-                                amp_dtype=amp_dtype, channels_last=cfg.channels_last, progress=label,
+                                amp_dtype=amp_dtype, channels_last=cfg.channels_last, on_step=beat,
                                 world=world)
             distributed.broadcast_buffers(model, world)  # every rank evaluates rank 0's model
             # Test loss is plain cross-entropy: label smoothing is a training device, not the metric.

@@ -14,13 +14,11 @@ SYNC_EVERY steps on any device), so all ranks stop at the same step.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from sebench.bench import synchronize
 from sebench.engine.distributed import World, all_reduce_sum
@@ -35,7 +33,7 @@ class RunFailed(RuntimeError):
         super().__init__(reason if epoch is None else f"epoch {epoch}: {reason}")
 
 
-SYNC_EVERY = 50  # accelerator steps between host reads (progress bar, finiteness check)
+SYNC_EVERY = 50  # accelerator steps between host reads (finiteness check, on_step)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,22 +57,16 @@ def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
 
-def _length(batches) -> Optional[int]:
-    try:
-        return len(batches)
-    except TypeError:
-        return None
-
-
 def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 scaler: Optional[torch.amp.GradScaler] = None, amp_dtype: Optional[torch.dtype] = None,
-                channels_last: bool = False, progress: Optional[str] = None,
+                channels_last: bool = False, on_step: Optional[Callable[[int, int], None]] = None,
                 world: Optional[World] = None) -> dict:
     """Train for one pass over `batches`, stepping `scheduler` (per step) after every optimizer step.
 
-    `loss_fn` must reduce by mean. `progress` is the label of a tqdm bar on stderr (None: no bar).
+    `loss_fn` must reduce by mean. `on_step(steps, images)` is called at every sync point with the steps
+    and this process's images done so far (fit's heartbeat; it must be cheap).
     Returns {loss (sample mean), top1_err (%, on the training batches as seen), n, steps, seconds,
     img_s (n / seconds, data loading included), lr (of the last step)}. Raises RunFailed on a non-finite
     loss.
@@ -88,33 +80,31 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     n = steps = 0
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    with tqdm(batches, desc=progress, total=_length(batches), disable=progress is None, file=sys.stderr,
-              leave=False, unit="batch", dynamic_ncols=True) as bar:
-        for x, y in bar:
-            x, y = _prepare(x, y, device, channels_last)
-            with _autocast(device, amp_dtype):
-                out = model(x)
-                loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
-            batch = y.shape[0]
-            n += batch
-            steps += 1
-            loss_sum += loss.detach().float() * batch
-            wrong += (out.detach().argmax(dim=1) != y).sum()
-            if steps % sync_every == 0:
-                mean = _finite_mean(*_global(world, device, loss_sum, n), steps)
-                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{n / (time.perf_counter() - start):.0f}",
-                                refresh=False)
+    for x, y in batches:
+        x, y = _prepare(x, y, device, channels_last)
+        with _autocast(device, amp_dtype):
+            out = model(x)
+            loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        batch = y.shape[0]
+        n += batch
+        steps += 1
+        loss_sum += loss.detach().float() * batch
+        wrong += (out.detach().argmax(dim=1) != y).sum()
+        if steps % sync_every == 0:
+            _finite_mean(*_global(world, device, loss_sum, n), steps)
+            if on_step is not None:
+                on_step(steps, n)
     loss_total, n_total, wrong_total = _global(world, device, loss_sum, n, wrong)
     if n_total == 0:
         raise ValueError("train_epoch got no batches")
