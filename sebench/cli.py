@@ -74,6 +74,7 @@ def cmd_models(args) -> int:
     from sebench.bench import count_flops, count_params
     from sebench.layers.se import make_se_config, se_modules
     from sebench.models import MODELS, build_model, get_entry
+    from sebench.progress import Board
 
     names = args.names or list(MODELS)
     for n in names:
@@ -84,15 +85,16 @@ def cmd_models(args) -> int:
     se_label = "paper SE (r=16, all stages)" if custom is None else se_cfg.short() + (
         f", stages {','.join(map(str, stages))}" if stages else ", all stages")
     rows = []
-    for i, name in enumerate(names):
-        _progress(f"[{i + 1}/{len(names)}] {name}")
-        base = build_model(name)
-        se_model = build_model(name, se=se_cfg, se_stages=stages)
-        size = base.input_size
-        rows.append([name, f"{size[1]}x{size[2]}", f"{count_params(base) / 1e6:.3f}",
-                     f"{count_flops(base, size) / 1e9:.3f}", f"{count_params(se_model) / 1e6:.3f}",
-                     f"{count_flops(se_model, size) / 1e9:.3f}", len(se_modules(se_model))])
-    _progress("")
+    with Board("counting", len(names), unit="models") as board:
+        for name in names:
+            board.update(status=name)
+            base = build_model(name)
+            se_model = build_model(name, se=se_cfg, se_stages=stages)
+            size = base.input_size
+            rows.append([name, f"{size[1]}x{size[2]}", f"{count_params(base) / 1e6:.3f}",
+                         f"{count_flops(base, size) / 1e9:.3f}", f"{count_params(se_model) / 1e6:.3f}",
+                         f"{count_flops(se_model, size) / 1e9:.3f}", len(se_modules(se_model))])
+            board.advance()
     print(f"SE columns: {se_label}. GFLOPs = multiply-adds for one image (torch.utils.flop_counter / 2).")
     print(format_table(["model", "input", "params (M)", "GFLOPs", "SE params (M)", "SE GFLOPs",
                         "SE modules"], rows))
@@ -556,12 +558,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-synced", action="store_true", help="upload runs already synced again")
     p.set_defaults(func=cmd_wandb_sync)
     return parser
-
-
-def _progress(text: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K" + text)
-        sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
