@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator,
+                      model_serializer)
 from pydantic_core import PydanticSerializationError
 
 from sebench.errors import UserError, choice_error
@@ -69,6 +70,16 @@ class DataCfg(_Strict):
     # ResNet-18 recipe at 224, and the ImageNet recipe); none: normalization only.
     augment: Literal["crop_flip", "rrc_flip", "none"] = "crop_flip"
     image_size: Optional[int] = Field(None, ge=8)  # None: native size
+    # Cutout (DeVries & Taylor 2017) after `augment`, training only: the side of the one square zeroed per
+    # image (16 for CIFAR-10); None: off. Left out of the dump while off, so no earlier run id changes.
+    cutout: Optional[int] = Field(None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _omit_cutout_when_off(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("cutout") is None:
+            data.pop("cutout", None)
+        return data
 
 
 class OptimCfg(_Strict):

@@ -59,10 +59,18 @@ def test_profiles_and_sweeps_apply_in_order():
     assert base.model.se is None and base.model.name == "resnet20" and base.data.name == "cifar10-embedded"
 
 
-def test_pending_rows_are_listed():
-    spec = load_spec(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml")
-    _, pending = expand(spec, "paper")
-    assert pending and all("Shake-Shake" in p.labels["model"] and p.reason for p in pending)
+def test_pending_rows_are_listed(tmp_path):
+    text = GOOD.replace("      - {label: SE, set: {model.se: {reduction: 4}}}",
+                        "      - {label: SE, set: {model.se: {reduction: 4}}}\n"
+                        "      - {label: later, pending: \"not in the zoo yet\"}")
+    runs, pending = expand(load_spec(write(tmp_path, text)), "smoke")
+    assert len(runs) == 2 and [(p.labels["se"], p.reason) for p in pending] == [("later", "not in the zoo yet")]
+
+
+def test_no_source_row_is_pending_where_the_network_exists():
+    for name in ("se_imagenet", "se_mobile", "cifar10_se_vs_baseline"):
+        _, pending = expand(load_spec(ROOT / "experiments" / f"{name}.yaml"), "paper")
+        assert not pending, name
 
 
 GOOD = """

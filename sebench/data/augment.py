@@ -98,3 +98,21 @@ def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     y = resize(x, big)
     top = int(round((big - size) / 2.0))  # torchvision's CenterCrop offset
     return y[:, :, top:top + size, top:top + size]
+
+
+def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, length: int) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): zero one length x length square per sample, as their code does.
+
+    x: [B,C,H,W], normalized (their Cutout runs after normalization, so a zero is the data set's mean
+    pixel); cy, cx: the square's centres, drawn uniformly over the image's pixels. The square spans rows
+    [cy - length//2, cy + length//2) (columns likewise), clipped to the image: near a border only part of
+    it lands on the image, as in their code (np.clip of the corners).
+    """
+    h, w = x.shape[-2:]
+    half = length // 2
+    cy, cx = cy.to(x.device)[:, None], cx.to(x.device)[:, None]
+    ar_h = torch.arange(h, device=x.device)[None]
+    ar_w = torch.arange(w, device=x.device)[None]
+    rows = (ar_h >= cy - half) & (ar_h < cy + half)  # [B,H]
+    cols = (ar_w >= cx - half) & (ar_w < cx + half)  # [B,W]
+    return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0)

@@ -77,6 +77,9 @@ def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: i
         if data_cfg.augment != "rrc_flip":  # the folder pipeline is the ImageNet recipe and nothing else
             raise UserError(f"augment {data_cfg.augment!r} is not available for folder data",
                             field="data.augment", fix="use 'rrc_flip'")
+        if data_cfg.cutout is not None:
+            raise UserError("cutout is not available for folder data (the in-memory loader applies it)",
+                            field="data.cutout", fix="remove data.cutout")
         # The folder sampler interleaves ranks (rank r takes every world_size-th position), so rank r's
         # batch s of batch_size / world_size images together with the other ranks' is global batch s.
         distributed = world_size > 1
@@ -94,7 +97,8 @@ def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: i
             data = subset(data, train=data_cfg.train_subset, test=data_cfg.test_subset, seed=SUBSET_SEED)
         info, classes = data.info, data.classes
         common = dict(device=device, mean=info.mean, std=info.std, seed=seed, augment=data_cfg.augment,
-                      image_size=data_cfg.image_size, rank=rank, world_size=world_size)
+                      image_size=data_cfg.image_size, rank=rank, world_size=world_size,
+                      cutout=data_cfg.cutout)
         # A last training batch of one image (per process) would break BatchNorm (a single value per
         # channel): drop it in that case only (min_last=2), so every other data set keeps every image in
         # every epoch (with several processes, up to world_size - 1 images of the last batch are cut).

@@ -19,7 +19,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
-from sebench.data.augment import crop_flip, resize, resize_center_crop, resized_crop_flip, rrc_params
+from sebench.data.augment import crop_flip, cutout, resize, resize_center_crop, resized_crop_flip, rrc_params
 
 Augment = Literal["crop_flip", "rrc_flip", "none"]
 AUGMENTS: tuple[str, ...] = ("crop_flip", "rrc_flip", "none")
@@ -48,7 +48,7 @@ class ArrayLoader:
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, *, batch_size: int, train: bool,
                  device: str | torch.device, mean: Sequence[float], std: Sequence[float], seed: int,
                  augment: Augment = "crop_flip", image_size: int | None = None, drop_last: bool = False,
-                 min_last: int = 1, rank: int = 0, world_size: int = 1):
+                 min_last: int = 1, rank: int = 0, world_size: int = 1, cutout: int | None = None):
         if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4 or len(x_uint8) != len(y):
             raise ValueError(f"expected uint8 images [N,C,H,W] and N labels, got {x_uint8.dtype} "
                              f"{tuple(x_uint8.shape)} and {tuple(y.shape)}")
@@ -56,6 +56,8 @@ class ArrayLoader:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cutout is not None and cutout < 1:
+            raise ValueError(f"cutout must be a patch side >= 1, got {cutout}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
         if train and batch_size % world_size:
@@ -66,6 +68,7 @@ class ArrayLoader:
         self.y = y.to(self.device, torch.int64)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.augment, self.drop_last = augment, drop_last
+        self.cutout = cutout  # training only: one cutout x cutout square per image, after `augment`
         self.image_size = image_size if image_size is not None else self.x.shape[-1]
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -116,17 +119,31 @@ class ArrayLoader:
         params = [t.to(self.device) for t in self._draw(n, g)]
         for s, e in self._spans():
             idx = order[s:e]
-            yield self._finish(self._train_view(self.x[idx], *(t[s:e] for t in params))), self.y[idx]
+            yield self._train_batch(self.x[idx], [t[s:e] for t in params]), self.y[idx]
 
     def _draw(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
         _, _, h, w = self.x.shape
         if self.augment == "crop_flip":
             shifts = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), generator=g)
-            return [shifts[:, 0], shifts[:, 1], torch.rand(n, generator=g) < 0.5]
+            return [shifts[:, 0], shifts[:, 1], torch.rand(n, generator=g) < 0.5] + self._draw_cutout(n, g)
         if self.augment == "rrc_flip":
             boxes = rrc_params(n, h, w, g)
-            return [boxes, torch.rand(n, generator=g) < 0.5]
-        return []
+            return [boxes, torch.rand(n, generator=g) < 0.5] + self._draw_cutout(n, g)
+        return self._draw_cutout(n, g)
+
+    def _draw_cutout(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
+        """Cutout's square centres, drawn after (so never shifting) the other draws of the epoch."""
+        if not self.cutout:
+            return []
+        return [torch.randint(0, self.image_size, (n,), generator=g),
+                torch.randint(0, self.image_size, (n,), generator=g)]
+
+    def _train_batch(self, xb: torch.Tensor, p: list[torch.Tensor]) -> torch.Tensor:
+        """Augmented and normalized; Cutout (if on) last, on the normalized batch, as DeVries & Taylor."""
+        if not self.cutout:
+            return self._finish(self._train_view(xb, *p))
+        *p, cy, cx = p
+        return cutout(self._finish(self._train_view(xb, *p)), cy, cx, self.cutout)
 
     def _train_view(self, xb: torch.Tensor, *p: torch.Tensor) -> torch.Tensor:
         if self.augment == "crop_flip":

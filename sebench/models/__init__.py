@@ -13,6 +13,10 @@ from sebench.errors import UserError, choice_error
 from sebench.layers.se import make_se_config
 from sebench.models.cifar import CNN3, CifarResNet, PreActResNet, ResNet18Cifar, WideResNet
 from sebench.models.imagenet import ImageNetResNet
+from sebench.models.inception import BNInception
+from sebench.models.mobilenet import MobileNetV1
+from sebench.models.shakeshake import ShakeShakeResNet
+from sebench.models.shufflenet import ShuffleNetV1
 from sebench.models.timm_models import register_timm_models
 
 
@@ -45,6 +49,15 @@ MODELS: dict[str, ModelEntry] = dict([
     _entry("resnet18_cifar", ResNet18Cifar, _CIFAR, 10,
            "ResNet-18 with a 3x3 stem for 32x32 inputs (common CIFAR adaptation)"),
     _entry("cnn3", CNN3, _CIFAR, 10, "3-layer CNN of arXiv 2304.06502 (SE after the 2nd conv)"),
+    _entry("shake_shake26_2x96d", partial(ShakeShakeResNet, 26, 96), _CIFAR, 10,
+           "Shake-Shake 26 2x96d (Gastaldi 2017; shake-shake-image, 26.2M params); SE on each block's "
+           "shaken residual before the addition"),
+    _entry("mobilenet_v1_cifar", partial(MobileNetV1, cifar=True), _CIFAR, 10,
+           "MobileNet v1 1.0 with a stride-1 stem for 32x32 inputs: a CPU-sized stand-in for the "
+           "MobileNet row (SE after each depthwise-separable block)"),
+    _entry("shufflenet_v1_cifar", partial(ShuffleNetV1, cifar=True), _CIFAR, 10,
+           "ShuffleNet v1 1x (g=3) with a stride-1 stem and no max pool for 32x32 inputs: a CPU-sized "
+           "stand-in for the ShuffleNet row (SE on each unit's branch)"),
     _entry("resnet18", partial(ImageNetResNet, (2, 2, 2, 2), False), _IMAGENET, 1000,
            "ImageNet ResNet-18 (basic blocks; 004's backbone at 224)"),
     _entry("resnet34", partial(ImageNetResNet, (3, 4, 6, 3), False), _IMAGENET, 1000,
@@ -57,8 +70,16 @@ MODELS: dict[str, ModelEntry] = dict([
            _IMAGENET, 1000, "ImageNet ResNeXt-50 (32x4d)"),
     _entry("resnext101_32x4d", partial(ImageNetResNet, (3, 4, 23, 3), groups=32, width_per_group=4),
            _IMAGENET, 1000, "ImageNet ResNeXt-101 (32x4d)"),
+    _entry("bn_inception", BNInception, _IMAGENET, 1000,
+           "BN-Inception (Ioffe & Szegedy 2015, figure 5: two 3x3 for each 5x5, stride-2 modules 3c/4e "
+           "with pass-through max pooling); SE on each of the 10 Inception modules' outputs"),
+    _entry("mobilenet_v1", MobileNetV1, _IMAGENET, 1000,
+           "MobileNet v1 1.0 (Howard et al. 2017, 4.2M params); SE after each depthwise-separable block"),
+    _entry("shufflenet_v1", ShuffleNetV1, _IMAGENET, 1000,
+           "ShuffleNet v1 1x, g=3 (Zhang et al. 2018: group convs + channel shuffle); SE on each unit's "
+           "residual branch before the add/concatenation"),
 ])
-register_timm_models(MODELS, ModelEntry)  # the non-ResNet ImageNet rows (timm/torchvision)
+register_timm_models(MODELS, ModelEntry)  # VGG-16 and Inception-ResNet-v2 (torchvision/timm)
 
 
 def list_models() -> list[str]:

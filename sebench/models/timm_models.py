@@ -8,28 +8,19 @@
    ``seresnet50``: timm rounds the hidden width to a multiple of 8, which C // 16 already is for every
    ResNet-50 width). :func:`timm_resnet` is the shortcut.
 
-2. The non-ResNet rows of the SE paper's ImageNet tables (seed 003), built with ``pretrained=False``
-   (nothing is downloaded). None of these networks has residual-block SE positions, so only
-   ``position='standard'`` is accepted and there are no stages to select. Where the exact network is not
-   available the closest one is used, and its description says so:
+2. Two rows of the SE paper's ImageNet table (seed 003) that torchvision/timm build exactly, with
+   ``pretrained=False`` (nothing is downloaded). Neither has residual-block SE positions, so only
+   ``position='standard'`` is accepted and there are no stages to select:
 
    ``vgg16``                torchvision VGG-16 with BN after every conv (``vgg16_bn``): the SE paper trains
                             VGG-16 from scratch with BN added after each convolution (the seed notes keep
                             only its table). SE after the ReLU that follows each of the 13 convs (the
                             paper's VGG instantiation: SE after the non-linearity following each conv).
-   ``bn_inception``         torchvision GoogLeNet (Inception-v1 with BN after every conv): closest available,
-                            NOT the paper's BN-Inception (which replaces 5x5 convs by two 3x3 and has
-                            pass-through/stride-2 modules; ~2.0 GFLOPs vs GoogLeNet's 1.5). SE after each
-                            of the 9 Inception modules (the paper takes a whole Inception module as F_tr).
    ``inception_resnet_v2``  timm's Inception-ResNet-v2. SE on each residual unit's branch, after its last
                             1x1 conv and before the scaled addition (SE-Inception-ResNet, as SE-ResNet).
-   ``mobilenet_v1``         timm's ``mobilenetv1_100`` (MobileNet v1 1.0, 4.2M parameters). SE after each
-                            depthwise-separable block (after its pointwise conv, BN and ReLU): with r=16
-                            this adds 0.48M parameters, the paper's 4.2M -> 4.7M.
-   ``shufflenet_v1``        torchvision ShuffleNetV2 1.0x: closest available, NOT the paper's ShuffleNet
-                            (v1, group convs + channel shuffle; neither timm nor torchvision has v1). SE at
-                            the end of each unit's convolutional branch, before concat and shuffle (where
-                            the ShuffleNetV2 paper puts it in SE-ShuffleNetV2).
+
+   BN-Inception, MobileNet and ShuffleNet (v1) are the zoo's own (``inception.py``, ``mobilenet.py``,
+   ``shufflenet.py``): torchvision and timm have no BN-Inception or ShuffleNet v1.
 
 timm and torchvision are imported only when one of these models is built.
 """
@@ -127,26 +118,6 @@ def vgg16(num_classes: int = 1000, se: Optional[SEConfig] = None,
     return model
 
 
-@_no_stages
-def bn_inception(num_classes: int = 1000, se: Optional[SEConfig] = None,
-                 se_stages: Optional[Sequence[int]] = None, dropout: float = 0.2) -> nn.Module:
-    from torchvision.models import googlenet
-
-    _only_standard("bn_inception", se)
-    model = googlenet(weights=None, num_classes=num_classes, aux_logits=False, init_weights=True,
-                      dropout=dropout)
-    if se is not None:
-        names = [n for n, _ in model.named_children() if n.startswith("inception")]
-        for k, name in enumerate(names, 1):
-            block = getattr(model, name)
-            out = sum(b[-1].conv.out_channels if isinstance(b, nn.Sequential) else b.conv.out_channels
-                      for b in (block.branch1, block.branch2, block.branch3, block.branch4))
-            se_mod = SqueezeExcite(out, se)
-            se_mod.tag = f"SE_{name}"
-            setattr(model, name, ModuleSE(block, se_mod))
-    return model
-
-
 def _pad_to_min(min_side: int):
     """Forward pre-hook: zero-pad inputs smaller than `min_side` (timm's valid-padding stem and
     reductions need 75x75); inputs of at least that size pass untouched."""
@@ -179,56 +150,14 @@ def inception_resnet_v2(num_classes: int = 1000, se: Optional[SEConfig] = None,
     return model
 
 
-@_no_stages
-def mobilenet_v1(num_classes: int = 1000, se: Optional[SEConfig] = None,
-                 se_stages: Optional[Sequence[int]] = None, drop_rate: float = 0.0) -> nn.Module:
-    import timm
-
-    _only_standard("mobilenet_v1", se)
-    model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=num_classes,
-                              drop_rate=drop_rate)
-    if se is not None:
-        k = 0
-        for stage in model.blocks:
-            for i, block in enumerate(stage):
-                k += 1
-                stage[i] = ModuleSE(block, _tag(SqueezeExcite(block.conv_pw.out_channels, se), k))
-    return model
-
-
-@_no_stages
-def shufflenet_v1(num_classes: int = 1000, se: Optional[SEConfig] = None,
-                  se_stages: Optional[Sequence[int]] = None) -> nn.Module:
-    from torchvision.models import shufflenet_v2_x1_0
-
-    _only_standard("shufflenet_v1", se)
-    model = shufflenet_v2_x1_0(weights=None, num_classes=num_classes)
-    if se is not None:
-        k = 0
-        for stage in (model.stage2, model.stage3, model.stage4):
-            for unit in stage:
-                k += 1
-                width = [m for m in unit.branch2 if isinstance(m, nn.Conv2d)][-1].out_channels
-                unit.branch2.add_module("se", _tag(SqueezeExcite(width, se), k))
-    return model
-
-
 # name -> (builder, input size, description); num_classes 1000 for all
 TIMM_ZOO: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int], str]] = {
     "vgg16": (vgg16, IMAGENET,
               "VGG-16 with BN after each conv (torchvision vgg16_bn; the SE paper trains VGG-16 from "
               "scratch with BN added after every conv); SE after each of the 13 conv+BN+ReLU"),
-    "bn_inception": (bn_inception, IMAGENET,
-                     "closest available: torchvision GoogLeNet (Inception-v1 with BN), not the paper's "
-                     "BN-Inception; SE after each of the 9 Inception modules"),
     "inception_resnet_v2": (inception_resnet_v2, (3, 299, 299),
                             "Inception-ResNet-v2 (timm); SE on each residual unit's branch before the "
                             "scaled addition"),
-    "mobilenet_v1": (mobilenet_v1, IMAGENET,
-                     "MobileNet v1 1.0 (timm mobilenetv1_100); SE after each depthwise-separable block"),
-    "shufflenet_v1": (shufflenet_v1, IMAGENET,
-                      "closest available: ShuffleNetV2 1.0x (torchvision), not the paper's ShuffleNet v1 "
-                      "(not in timm or torchvision); SE at the end of each unit's conv branch"),
 }
 
 
