@@ -31,6 +31,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
 
+from sebench.data.registry import default_data_path
 from sebench.errors import UserError
 from sebench.progress import SweepProgress
 from sebench.spec import ExecutionCfg, PendingRow, RunConfig, Spec, expand
@@ -335,7 +336,12 @@ def reuse_identical(rows: list[PlanRow], results: Path, log=print) -> list[PlanR
 # ---- execution ----------------------------------------------------------------------------------------
 
 def with_execution(rc: RunConfig, **execution) -> RunConfig:
+    """`rc` with these execution settings (None keeps the run's own). A run that still has no data path
+    takes $SEBENCH_<DATASET> (data.default_data_path) here, at planning time, so the path is recorded in
+    the run and training itself reads no environment."""
     merged = {**rc.execution.model_dump(), **{k: v for k, v in execution.items() if v is not None}}
+    if merged.get("data_path") is None:
+        merged["data_path"] = default_data_path(rc.data.name)
     return rc.model_copy(update={"execution": ExecutionCfg(**merged)})
 
 

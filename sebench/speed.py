@@ -14,7 +14,7 @@ import torch
 from sebench.bench import device_name, measure_throughput
 from sebench.data.registry import get_info
 from sebench.engine.env import now_iso
-from sebench.engine.fit import build_run_model
+from sebench.engine.fit import build_run_model, resolve_amp
 from sebench.progress import Board
 from sebench.store import SPEED_FILE, atomic_write_json, read_finished_run
 
@@ -52,7 +52,7 @@ def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cp
     for members in groups.values():
         _, cfg, summary = members[0]
         num_classes = cfg.model.num_classes or get_info(cfg.data.name).num_classes or 1000
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
+        amp = resolve_amp(cfg.amp, device)  # the dtype the run trained in (bf16 on a CPU with native bf16)
         configs.append({"members": members, "model": build_run_model(cfg, num_classes),
                         "input_size": tuple(summary["input_size"]), "channels_last": cfg.channels_last,
                         "amp": amp, "batch": {True: cfg.batch_size, False: cfg.benchmark.batch_size},

@@ -5,7 +5,6 @@ The 3-layer CNN is used because it is small and has dropout, so resume must rest
 
 import importlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import torch
 import yaml
 from torch import nn
 
+from childenv import child_env
 import sebench.engine.checkpoint as checkpoint
 from sebench.engine import RunFailed, evaluate, fit, train_epoch
 from sebench.errors import UserError
@@ -112,9 +112,8 @@ fit(cfg, run_dir)
 
 
 def run_child(cfg: RunConfig, run: Path, kill_at: int = 0) -> int:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-c", CHILD, cfg.model_dump_json(), str(run), str(kill_at)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
     return proc.returncode
 
@@ -221,3 +220,27 @@ def test_evaluate_errors_hand_computed():
     result = evaluate(nn.Identity(), [(logits[:2], labels[:2]), (logits[2:], labels[2:])])
     assert result["top1_err"] == pytest.approx(200 / 3) and result["top5_err"] == pytest.approx(100 / 3)
     assert result["loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_bf16_autocast_on_a_cpu_with_native_bf16_is_honoured_and_recorded(tmp_path):
+    flag = fit_module.cpu_bf16_flag()
+    if flag is None:
+        pytest.skip("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bf16 runs are refused here")
+    cfg = make_cfg(amp="bf16", epochs=1)
+    assert cfg.run_id != make_cfg(epochs=1).run_id  # the autocast dtype is part of what a run is
+    summary = fit(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["amp"] == "bfloat16"
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["amp"] == {"requested": "bf16", "used": "bfloat16", "cpu_flag": flag}
+
+
+def test_bf16_without_native_support_and_fp16_on_a_cpu_are_refused(tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    assert fit_module.resolve_amp("off", cpu) is None
+    with pytest.raises(UserError, match="fp16"):
+        fit_module.resolve_amp("fp16", cpu)
+    monkeypatch.setattr(fit_module, "cpu_bf16_flag", lambda: None)
+    with pytest.raises(UserError, match="emulated") as err:
+        fit(make_cfg(amp="bf16", epochs=1), tmp_path / "run")
+    assert err.value.field == "amp"
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -1,7 +1,7 @@
 """Offline ImageFolder archives (`<top>/{train,test}/<class>/<image>` in a .tar.xz), decoded once and cached.
 
-The archive is verified by sha256, streamed (never extracted to disk), every JPEG is decoded once with
-Pillow into uint8 arrays, and the result is cached as one .npz keyed by the archive's checksum, so later
+The archive is verified by sha256, streamed (never extracted to disk), every image (JPEG, or the lossless
+WebP of the CIFAR-10/100 pixel archives) is decoded once with Pillow into uint8 arrays, and the result is cached as one .npz keyed by the archive's checksum, so later
 runs load the arrays in well under a second instead of decoding 60,000 images again.
 """
 
@@ -24,8 +24,25 @@ from PIL import Image
 from sebench.errors import UserError
 
 CIFAR10_JPEG_SHA256 = "c6a3459d6a507684c4b097fa19f6367762beeb91d82527ac99ff463bcde30208"
+# The real CIFAR pixels as lossless WebP (decode to exactly the original images): the archives that let an
+# offline machine train `cifar10` / `cifar100` (data/sources.py: archive_splits).
+CIFAR10_LOSSLESS_SHA256 = "f3b181335125a4a9655c315b89a582fccc5766b40e2bbfd1012f1419c73d84cd"
+CIFAR100_LOSSLESS_SHA256 = "b3d237c7647e4dea3c338e0d22386ff65eaf6f3b4ff9a766e7db182f429cb8c0"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
+# CIFAR-100's fine labels in the order of its meta file (alphabetical), which torchvision's CIFAR100 uses.
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle",
+    "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon",
+    "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail",
+    "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm")
 SPLITS = ("train", "test")
 _TREE = "<top>/{train,test}/<class>/<image> (ImageFolder layout)"
 _CACHE_VERSION = 1  # bump when the cached arrays' format changes, so stale caches are not read
@@ -46,6 +63,24 @@ class Layout:
 
 
 CIFAR10_JPEG_LAYOUT = Layout(CIFAR10_CLASSES, 5000, 1000)
+
+
+@dataclass(frozen=True)
+class KnownArchive:
+    """An archive this suite knows by checksum: the file name it is published under, its sha256 and the
+    layout it must decode to."""
+
+    file: str
+    sha256: str
+    layout: Layout
+
+
+# dataset name -> the lossless archive that holds its real pixels
+LOSSLESS_ARCHIVES = {
+    "cifar10": KnownArchive("cifar10-lossless.tar.xz", CIFAR10_LOSSLESS_SHA256, Layout(CIFAR10_CLASSES, 5000, 1000)),
+    "cifar100": KnownArchive("cifar100-lossless.tar.xz", CIFAR100_LOSSLESS_SHA256,
+                             Layout(CIFAR100_CLASSES, 500, 100)),
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +110,8 @@ def sha256_file(path: Path) -> str:
 
 
 def decode_jpegs(blobs: Iterable[bytes]) -> np.ndarray:
-    """Decode encoded images (all the same size) into one uint8 array [N,3,H,W]."""
+    """Decode encoded images (all the same size; JPEG, WebP or any format Pillow reads) into one uint8
+    array [N,3,H,W]."""
     arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
     return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
 

@@ -28,6 +28,7 @@ class DataSettings(Protocol):
     image_size: int | None
     train_subset: int | None
     test_subset: int | None
+    cutout: int | None
 
 
 class EpochIterable(Protocol):
@@ -52,6 +53,7 @@ class Loaders:
     num_train: int
     num_test: int
     label: str
+    source: str = ""  # where the pixels came from (archive file and sha256, folder): the run records it
 
 
 def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: int,
@@ -91,6 +93,7 @@ def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: i
         info = replace(info, label=f"ImageFolder({Path(path).expanduser().resolve().name})",
                        num_classes=len(classes))
         num_train, num_test = len(train.dataset), len(test.dataset)
+        source = f"image folder {Path(path).expanduser().resolve()}"
     else:
         data = load_arrays(info.name, path=path, cache_dir=cache_dir, download=download)
         if subsetted:
@@ -106,7 +109,8 @@ def build_loaders(data_cfg: DataSettings, *, batch_size: int, eval_batch_size: i
                             **common)
         test = ArrayLoader(data.test_x, data.test_y, batch_size=eval_batch_size, train=False, **common)
         num_train, num_test = len(data.train_y), len(data.test_y)
+        source = data.source
 
     label = f"{info.label} [train {num_train}, test {num_test}]" if subsetted else info.label
     return Loaders(train=train, test=test, info=info, num_classes=len(classes), classes=classes,
-                   num_train=num_train, num_test=num_test, label=label)
+                   num_train=num_train, num_test=num_test, label=label, source=source)

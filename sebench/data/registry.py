@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from sebench.data.archive import load_archive
-from sebench.data.sources import PATH_FIX, Splits, embedded_splits, synthetic_splits, torchvision_splits
+from sebench.data.sources import PATH_FIX, Splits, embedded_splits, real_splits, synthetic_splits
 from sebench.errors import UserError, choice_error
 
 Triple = tuple[float, float, float]
@@ -41,9 +42,11 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("cifar10", "CIFAR-10", 10, 32, "array", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                False, "CIFAR-10 through torchvision (original lossless pixels); root = the data path", (50000, 10000)),
+                False, "CIFAR-10 (the original pixels): the data path is the lossless archive "
+                "cifar10-lossless.tar.xz, or torchvision's folder", (50000, 10000)),
     DatasetInfo("cifar100", "CIFAR-100", 100, 32, "array", (0.5071, 0.4865, 0.4409),
-                (0.2673, 0.2564, 0.2762), False, "CIFAR-100 (fine labels) through torchvision", (50000, 10000)),
+                (0.2673, 0.2564, 0.2762), False, "CIFAR-100 (fine labels): the data path is the lossless "
+                "archive cifar100-lossless.tar.xz, or torchvision's folder", (50000, 10000)),
     DatasetInfo("svhn", "SVHN", 10, 32, "array", (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                 False, "SVHN train/test (no extra split) through torchvision; needs scipy", (73257, 26032)),
     DatasetInfo("cifar10-jpeg", "CIFAR-10 (JPEG q75 mirror)", 10, 32, "array", _JPEG_MEAN, _JPEG_STD, True,
@@ -68,12 +71,25 @@ class ArrayData:
     test_y: torch.Tensor
     classes: list[str]
     info: DatasetInfo
+    source: str = ""  # where the pixels came from (archive and sha256, folder, ...): recorded with each run
 
 
 def get_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise choice_error("dataset", name, DATASETS, field="data.name")
     return DATASETS[name]
+
+
+def data_path_variable(name: str) -> str:
+    """The environment variable that gives a dataset's default data path: SEBENCH_CIFAR10,
+    SEBENCH_CIFAR100, SEBENCH_CIFAR10_JPEG, ... (the dataset name upper-cased, '-' as '_')."""
+    return "SEBENCH_" + name.upper().replace("-", "_")
+
+
+def default_data_path(name: str) -> str | None:
+    """$SEBENCH_<DATASET> when set (e.g. SEBENCH_CIFAR10=/data/cifar10-lossless.tar.xz), else None. Read
+    when runs are planned, never at train time: the chosen path is recorded in the run's execution block."""
+    return os.environ.get(data_path_variable(name)) or None
 
 
 def load_arrays(name: str, *, path: str | os.PathLike | None = None,
@@ -91,21 +107,22 @@ def load_arrays(name: str, *, path: str | os.PathLike | None = None,
         raise TypeError(f"load options {sorted(kw)} not accepted by dataset {name!r}")
     if name == "cifar10-jpeg":
         a = load_archive(path, cache_dir=cache_dir, **kw)
-        splits = Splits(a.train_x, a.train_y, a.test_x, a.test_y, a.classes)
+        splits = Splits(a.train_x, a.train_y, a.test_x, a.test_y, a.classes,
+                        source=f"{Path(path).name} (sha256 {a.sha256})")
     elif name == "cifar10-embedded":
         splits = embedded_splits()
     elif name == "synthetic":
         splits = synthetic_splits(**kw)
         info = replace(info, image_size=splits.train_x.shape[-1], num_classes=len(splits.classes))
     else:
-        splits = torchvision_splits(name, path, cache_dir=cache_dir, download=download)
+        splits = real_splits(name, path, cache_dir=cache_dir, download=download)
 
     def tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
     return ArrayData(tensor(splits.train_x, torch.uint8), tensor(splits.train_y, torch.int64),
                      tensor(splits.test_x, torch.uint8), tensor(splits.test_y, torch.int64),
-                     list(splits.classes), info)
+                     list(splits.classes), info, splits.source)
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -138,4 +155,4 @@ def subset(data: ArrayData, *, train: int | None = None, test: int | None = None
             idx = stratified_indices(y, n, seed)
             x, y = x[idx].contiguous(), y[idx]
         out[f"{split}_x"], out[f"{split}_y"] = x, y
-    return ArrayData(classes=data.classes, info=data.info, **out)
+    return ArrayData(classes=data.classes, info=data.info, source=data.source, **out)

@@ -31,6 +31,27 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_bf16_flag() -> Optional[str]:
+    """The processor feature that gives this CPU native bf16 arithmetic ('amx_bf16' or 'avx512_bf16'),
+    or None: without one, bf16 autocast on the CPU is emulated and slower than fp32."""
+    checks = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    for flag, probe in checks:
+        fn = getattr(torch.cpu, probe, None)  # private probes of torch.cpu; /proc/cpuinfo below otherwise
+        if fn is not None:
+            try:
+                if fn():
+                    return flag
+                continue
+            except RuntimeError:
+                pass
+        try:
+            if flag in Path("/proc/cpuinfo").read_text().split():
+                return flag
+        except OSError:
+            pass
+    return None
+
+
 def package_versions() -> dict[str, Optional[str]]:
     versions = {}
     for name in PACKAGES:

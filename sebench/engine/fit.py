@@ -43,7 +43,7 @@ from sebench.bench import count_flops, count_params, measure_throughput
 from sebench.data import build_loaders
 from sebench.engine import checkpoint, distributed
 from sebench.engine.distributed import World
-from sebench.engine.env import available_cpus, collect_env, now_iso
+from sebench.engine.env import available_cpus, collect_env, cpu_bf16_flag, now_iso
 from sebench.engine.loop import RunFailed, evaluate, train_epoch
 from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.errors import UserError
@@ -84,6 +84,22 @@ def resolve_device(name: str, world: Optional[World] = None) -> torch.device:
         device = torch.device("cuda", distributed.cuda_index(world))
         torch.cuda.set_device(device)
     return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of a run, or None for fp32. CUDA takes bf16 and fp16. A CPU takes bf16 only where
+    it computes bf16 natively (env.cpu_bf16_flag: AVX512-BF16 or AMX); elsewhere autocast would emulate it,
+    slower than fp32, so that is refused, as is fp16 on a CPU."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None or device.type == "cuda":
+        return dtype
+    if device.type == "cpu" and dtype is torch.bfloat16:
+        if cpu_bf16_flag() is None:
+            raise UserError("amp 'bf16' on this CPU would be emulated (no avx512_bf16 or amx_bf16 flag), "
+                            "slower than fp32", field="amp", fix="use amp: off here, or a CPU or GPU with native bf16")
+        return dtype
+    raise UserError(f"amp {amp!r} is not available on {device.type}", field="amp",
+                    fix="use amp: off, or bf16 on a CPU with native bf16, or a CUDA device")
 
 
 def seed_everything(seed: int) -> None:
@@ -204,9 +220,10 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
     finished = distributed.on_main(lambda: _finished_summary(run_dir / "summary.json", cfg.run_id), world)
     if finished is not None:
         return finished
+    device = resolve_device(cfg.execution.device, world)
+    resolve_amp(cfg.amp, device)  # a refused autocast dtype ends here, before anything is written
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.execution.device, world)
     _check_distributed(cfg, world, device)
     default_threads = max(1, available_cpus() // world.local_size) if world.distributed else None
     with process_settings(cfg.execution, device, default_threads) as threads:
@@ -306,7 +323,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
             seed_everything(distributed.rank_seed(cfg.seed, world.rank))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs, len(loaders.train))
-    amp_dtype = AMP_DTYPES[cfg.amp] if device.type == "cuda" else None  # AMP is CUDA-only here
+    amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
 
     ckpt_dir = run_dir / "ckpt"
@@ -323,7 +340,9 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
     records = distributed.on_main(lambda: _metrics_before(metrics_path, start_epoch), world)
     amp_used = str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off"
     env = {**collect_env(device, threads), "run_id": cfg.run_id, "data": loaders.label,
-           "amp": {"requested": cfg.amp, "used": amp_used}, "execution": ex.model_dump(mode="json"),
+           "data_source": loaders.source,
+           "amp": {"requested": cfg.amp, "used": amp_used,
+                   "cpu_flag": cpu_bf16_flag() if device.type == "cpu" and amp_dtype is not None else None}, "execution": ex.model_dump(mode="json"),
            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
            "world_size": world.size,
            "distributed": ({"backend": torch.distributed.get_backend(), "local_world_size": world.local_size,
@@ -407,6 +426,7 @@ def _finish(cfg: RunConfig, run_dir: Path, model: nn.Module, records: list[dict]
                "train_img_s": float(np.mean([r["train_img_s"] for r in records])),
                "wall_s": float(sum(r["epoch_s"] for r in records)),  # training + evaluation, no setup
                "infer_img_s": infer["img_s"], "infer_batch_size": cfg.benchmark.batch_size,
+               "data_source": env["data_source"],
                "device": str(device), "device_name": env["device_name"], "threads": threads,
                "world_size": world.size,
                "amp": amp_used, "channels_last": cfg.channels_last,
