@@ -41,6 +41,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sebench.bench import cpu_name  # noqa: E402
+from sebench.engine.env import cpu_bf16_flag  # noqa: E402
 from sebench.layers.se import set_se_impl  # noqa: E402
 from sebench.models import build_model  # noqa: E402
 from sebench.report.stats import median_interval  # noqa: E402
@@ -77,6 +79,7 @@ def model_table(reference: bool) -> dict[str, tuple[str | None, Callable[[], nn.
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def synchronize(device: torch.device) -> None:
@@ -87,25 +90,30 @@ def synchronize(device: torch.device) -> None:
 class Config:
     """One model in one layout on one device, with its input, labels and optimizer."""
 
-    def __init__(self, name: str, make, layout: str, device: torch.device, batch: int, size: int):
+    def __init__(self, name: str, make, layout: str, device: torch.device, batch: int, size: int,
+                 amp: torch.dtype | None = None):
         torch.manual_seed(0)
-        self.name, self.layout, self.device = name, layout, device
+        self.name, self.layout, self.device, self.amp = name, layout, device, amp
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
         self.model = make().to(device=device, memory_format=fmt)
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, 1000, (batch,), device=device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
     def train_step(self) -> None:
         self.model.train()
-        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        with self.autocast():
+            loss = nn.functional.cross_entropy(self.model(self.x), self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
     def infer_step(self) -> None:
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             self.model(self.x)
 
     def timed(self, mode: str, iters: int, clock=time.perf_counter) -> float:
@@ -124,7 +132,7 @@ def run(args) -> list[dict]:
     table = model_table(args.reference)
     names = [n for n in table if not args.models or any(s in n for s in args.models)]
     names = sorted(set(names) | {table[n][0] for n in names if table[n][0]}, key=list(table).index)
-    configs = [Config(n, table[n][1], layout, device, args.batch_size, args.image_size)
+    configs = [Config(n, table[n][1], layout, device, args.batch_size, args.image_size, AMP[args.amp])
                for layout in args.layouts for n in names]
     jobs = [(c, mode) for mode in args.modes for c in configs]  # configs: each plain model, then its SE
     for c, mode in jobs:  # warm-up (allocator, oneDNN/cuDNN kernel choice)
@@ -138,7 +146,7 @@ def run(args) -> list[dict]:
         print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     rows = []
     for (name, layout, mode), ms in times.items():
-        row = {"model": name, "layout": layout, "mode": mode, "ms": statistics.median(ms),
+        row = {"model": name, "layout": layout, "mode": mode, "amp": args.amp, "ms": statistics.median(ms),
                "min": min(ms), "max": max(ms), "overhead": None, "low": None, "high": None}
         plain = table[name][0]
         if plain:
@@ -159,8 +167,8 @@ def print_table(rows: list[dict], args) -> None:
              "" if r["overhead"] is None else f"{r['overhead']:+.1f}", interval(r)] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"{args.clock} clock, "
+    print(f"torch {torch.__version__}, device {device_label(args.device)}, threads {torch.get_num_threads()}, "
+          f"{args.clock} clock, amp {args.amp}, "
           f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.repeats} repeats x "
           f"{args.iters} iters, warm-up {args.warmup}; overhead: median over repeats of the paired "
           f"ratio SE / plain - 1, with its order-statistic interval")
@@ -170,13 +178,20 @@ def print_table(rows: list[dict], args) -> None:
         print(fmt.format(*b))
 
 
+def device_label(device: str) -> str:
+    """The device with its name: the GPU's, or the CPU model and its native-bf16 flag."""
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({cpu_name() or 'unknown CPU'}; native bf16: {cpu_bf16_flag() or 'none'})"
+
+
 def summary_line(rows: list[dict]) -> str:
     over = {(r["model"], r["layout"], r["mode"]): r["overhead"] for r in rows}
 
     def get(model, mode):
         v = over.get((model, "channels_last", mode))
         return "n/a" if v is None else f"{v:.1f}%"
-    return (f"sebench SE overhead: train {get('sebench se_resnet50 (3x3)', 'train')}, "
+    return (f"sebench SE overhead (amp {rows[0]['amp']}): train {get('sebench se_resnet50 (3x3)', 'train')}, "
             f"infer {get('sebench se_resnet50 (3x3)', 'infer')} "
             f"(timm: train {get('timm seresnet50', 'train')}, infer {get('timm seresnet50', 'infer')})")
 
@@ -198,6 +213,8 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     p.add_argument("--models", nargs="*", help="substrings of model names to keep (plus their plain pairs)")
     p.add_argument("--reference", action="store_true", help="also time sebench's unfused reference SE")
+    p.add_argument("--amp", choices=list(AMP), default="off",
+                   help="autocast dtype of every configuration (bf16 on a CPU needs native bf16)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 2, 32x32, 1 repeat, 1 iter, 1 warm-up")
     args = p.parse_args(argv)

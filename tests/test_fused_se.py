@@ -167,12 +167,15 @@ def test_model_fused_equals_reference_and_impl_switch():
 
 def test_benchmark_quick_smoke():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "se_overhead.py"
-    argv = [sys.executable, str(script), "--quick", "--layouts", "channels_last", "--threads", "1"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"sebench SE overhead: train -?\d+\.\d%, infer -?\d+\.\d% "
-                        r"\(timm: train -?\d+\.\d%, infer -?\d+\.\d%\)", last), last
+    for amp in ("off", "bf16"):  # bf16 autocast runs on any CPU (slowly where it is emulated)
+        argv = [sys.executable, str(script), "--quick", "--layouts", "channels_last", "--threads", "1",
+                "--amp", amp, "--device", "cpu"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"amp {amp}" in proc.stdout.splitlines()[0] and "native bf16:" in proc.stdout.splitlines()[0]
+        last = proc.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(rf"sebench SE overhead \(amp {amp}\): train -?\d+\.\d%, infer -?\d+\.\d% "
+                            r"\(timm: train -?\d+\.\d%, infer -?\d+\.\d%\)", last), last
 
 
 def test_buffer_reuse_only_when_nothing_else_holds_x():
