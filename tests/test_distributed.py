@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from childenv import child_env
 from sebench.cli import build_parser
 from sebench.data import ArrayLoader, build_loaders
 from sebench.engine import distributed
@@ -32,7 +33,6 @@ from sebench.launch import FORWARDED, NOT_FORWARDED, forwarded_args, torchrun_ar
 from sebench.spec import DataCfg
 from sebench.store import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TIMEOUT = 420  # generous: a loaded 2-core machine starts torch slowly
 
@@ -59,7 +59,7 @@ profiles:
 
 
 def env() -> dict:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    e = child_env(OMP_NUM_THREADS="1")
     for k in distributed.ENV_VARS + ("MASTER_ADDR", "MASTER_PORT"):
         e.pop(k, None)
     return e

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from childenv import child_env
 from sebench.store import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TIMEOUT = 420  # generous: a loaded 2-core machine
 
@@ -86,7 +86,7 @@ CURVE = ("epoch", "train_loss", "train_top1_err", "test_loss", "test_top1_err", 
 
 
 def env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+    return child_env(OMP_NUM_THREADS="1", **extra)
 
 
 def write_spec(folder: Path, seeds: list[int], se: bool = False) -> Path:

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from childenv import child_env
 from sebench.progress import Board, SweepProgress
 from sebench.store import append_jsonl, read_jsonl, write_progress
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 420  # a loaded 2-core machine
 
 SPEC = """
@@ -84,7 +83,7 @@ def test_sweep_progress_reads_epochs_and_heartbeats(tmp_path):
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "SEBENCH_PROGRESS_INTERVAL": "0.5"}
+    return child_env(OMP_NUM_THREADS="1", SEBENCH_PROGRESS_INTERVAL="0.5")
 
 
 def test_two_job_sweep_log_survives_a_killed_worker(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from childenv import child_env
 from sebench.cli import main
 from sebench.engine import fit
 from sebench.errors import UserError
@@ -53,7 +54,7 @@ def tiny_spec(folder: Path, epochs: int = 2) -> Path:
 @pytest.fixture
 def subprocess_env(monkeypatch):
     """The local executor's job processes inherit this environment: sebench importable, one thread."""
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for k in ("SLURM_JOB_ID", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)

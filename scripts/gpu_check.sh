@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The suite's GPU path, exercised once on a lent GPU (issue 19), inside a fixed time budget:
+#   1. benchmarks first, on the quiet GPU: SE overhead (ResNet-50, ours and timm's, fp32 and bf16,
+#      channels_last) and the CIFAR training loop's throughput (ResNet-20 and ResNet-110, ours vs the
+#      DataLoader reference);
+#   then, side by side (nothing in them is timed):
+#   2. the CUDA tests (tests/test_cuda.py: AMP, channels_last, compile, on-device loader, SE tail, NCCL);
+#   3. the rest of the test suite with CUDA visible (pytest-xdist, 4 workers);
+#   4. `paper`-profile runs of variants_cnn3_cifar10 (arXiv 2304.06502 Table 1, its own recipe) on the
+#      CIFAR-10 JPEG q75 mirror, seed-major (every row of seed 0, then seed 1, ...), plus the second reading
+#      of the 3-layer CNN (model.kwargs.reading=pytorch_example) on seed 0; runs still training at the
+#      deadline are stopped and left out (only finished runs come back).
+# Everything goes to $OUT (at most 8 files): env.txt, pytest_cuda.log, bench.log, pytest_all.log, runs.log,
+# runs.tar.gz (run records without checkpoints), summary.txt.
+#
+#   OUT=/tmp/gpu scripts/gpu_check.sh              # on the GPU machine (the device tool sets OUT)
+#   OUT=/tmp/gpu scripts/gpu_check.sh --dry-run    # on a CPU: the same steps at toy sizes (tests/test_gpu_check.py)
+#
+# Data: the CIFAR-10 JPEG mirror from $SEBENCH_CIFAR10_JPEG or .cache/cifar10-jpeg.tar.xz (copied there
+# before the call: the lossless archives are too big to travel). Missing Python packages travel as wheels
+# in .whl/ and are installed into /tmp/site. GPU_CHECK_BUDGET_S (default 540) bounds the whole script.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+: "${OUT:?set OUT to the folder for the logs and results}"
+mkdir -p "$OUT"
+BUDGET=${GPU_CHECK_BUDGET_S:-540}
+START=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+say() { echo "[gpu_check $(($(date +%s) - START))s] $*" | tee -a "$OUT/summary.txt"; }
+PY=${PYTHON:-python3}
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import pydantic" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export SEBENCH_CACHE=${SEBENCH_CACHE:-$PWD/.cache}
+export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
+if [ -z "${SEBENCH_CIFAR10_JPEG:-}" ] && [ -f .cache/cifar10-jpeg.tar.xz ]; then
+  export SEBENCH_CIFAR10_JPEG=$PWD/.cache/cifar10-jpeg.tar.xz
+fi
+RESULTS=$(mktemp -d)/results
+SB="$PY -m sebench"
+
+{
+  date -u; hostname; nvidia-smi 2>&1 || echo "no nvidia-smi"
+  $PY - <<'EOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "cudnn", torch.backends.cudnn.version() if torch.cuda.is_available() else None)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("gpu", p.name, f"{p.total_memory / 2**30:.0f} GiB", p.multi_processor_count, "SMs")
+for name in ("pydantic", "timm", "pandas", "matplotlib", "yaml", "tqdm", "wandb", "submitit"):
+    try:
+        m = __import__(name)
+        print(name, getattr(m, "__version__", "?"))
+    except ImportError:
+        print(name, "missing")
+EOF
+} > "$OUT/env.txt" 2>&1
+say "env: $(grep -m1 '^torch\|^python' "$OUT/env.txt")"
+
+# The mirror decodes once into the cache (about 20 s) while the benchmarks run.
+decode_pid=
+if [ -n "${SEBENCH_CIFAR10_JPEG:-}" ]; then
+  $PY -c "from sebench.data import load_arrays; load_arrays('cifar10-jpeg', path='$SEBENCH_CIFAR10_JPEG')" \
+    > "$OUT/runs.log" 2>&1 &
+  decode_pid=$!
+fi
+
+# 1. benchmarks first, on the quiet GPU (the mirror decodes on the CPU meanwhile)
+if [ $DRY = 1 ]; then
+  SE_ARGS=(--quick --layouts channels_last --threads 1)
+  LOOP_R20=(--train 200 --test 100 --epochs 1 --threads 1 --workers 0)
+  LOOP_R110=(--train 100 --test 100 --epochs 1 --threads 1 --workers 0 --no-ceiling)
+else
+  SE_ARGS=(--layouts channels_last --batch-size 64 --repeats 7 --iters 3 --warmup 3)
+  LOOP_R20=(--train 0 --test 0 --epochs 2 --workers 6)
+  LOOP_R110=(--train 20000 --test 0 --epochs 1 --workers 6 --no-ceiling)
+fi
+{
+  for amp in off bf16; do
+    echo "== se_overhead.py --amp $amp"
+    timeout 75 $PY benchmarks/se_overhead.py --models "sebench se_resnet50 (3x3)" "timm seresnet50" \
+      --amp $amp "${SE_ARGS[@]}"
+  done
+  for model in resnet20 resnet110; do
+    echo "== loader_vs_reference.py --model $model --amp bf16"
+    args=("${LOOP_R20[@]}"); [ $model = resnet110 ] && args=("${LOOP_R110[@]}")
+    timeout 90 $PY benchmarks/loader_vs_reference.py --model $model --amp bf16 "${args[@]}"
+  done
+} > "$OUT/bench.log" 2>&1
+say "1. benchmarks: $(grep -c '^sebench SE overhead\|^speedup' "$OUT/bench.log") result lines; $(grep '^sebench SE overhead\|^speedup' "$OUT/bench.log" | tr '\n' ';')"
+
+[ -n "$decode_pid" ] && wait "$decode_pid"
+
+# 2-4. the CUDA tests and the rest of the suite, beside the paper runs (nothing here is timed)
+DEADLINE=$(( $(left) - 25 ))
+(
+  timeout $(( DEADLINE / 2 )) $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
+  say "2. CUDA tests: rc $? -- $(tail -n 1 "$OUT/pytest_cuda.log")"
+) &
+cuda_tests_pid=$!
+if [ $DRY = 1 ]; then
+  RUN=(variants_cnn3_cifar10 --profile smoke)
+  SEEDS=(0)
+  JOBS=2
+else
+  RUN=(variants_cnn3_cifar10 --profile paper --set data.name=cifar10-jpeg)
+  SEEDS=(0 1 2 3 4)
+  JOBS=6
+  timeout $(( DEADLINE - 5 )) $PY -m pytest -q -p no:cacheprovider -n 4 --ignore tests/test_gpu_check.py \
+    --ignore tests/test_cuda.py > "$OUT/pytest_all.log" 2>&1 &
+  tests_pid=$!
+fi
+(
+  # the second reading of the 3-layer CNN, seed 0, beside seed 0 of the table
+  $SB run "${RUN[@]}" --results "$RESULTS" --jobs 2 --only seed=0 --only "method=Default" \
+    --only "method=SE module" --set model.kwargs.reading=pytorch_example &
+  for seed in "${SEEDS[@]}"; do
+    $SB run "${RUN[@]}" --results "$RESULTS" --jobs $JOBS --only seed=$seed
+  done
+  wait
+) >> "$OUT/runs.log" 2>&1 &
+runs_pid=$!
+while kill -0 $runs_pid 2>/dev/null && [ "$(left)" -gt 25 ]; do sleep 5; done
+if kill -0 $runs_pid 2>/dev/null; then
+  say "deadline: stopping the runs still training"
+  pkill -TERM -f "sebench run variants_cnn3_cifar10"; sleep 3
+  pkill -KILL -f "sebench run variants_cnn3_cifar10" 2>/dev/null
+fi
+wait $runs_pid 2>/dev/null
+finished=$(grep -l '"status": "finished"' "$RESULTS"/runs/*/*/summary.json 2>/dev/null | wc -l)
+say "4. runs: $finished finished; $(grep -c 'finished' "$OUT/runs.log") finished lines in runs.log"
+if [ -d "$RESULTS/runs" ]; then
+  # finished runs only, without checkpoints or locks
+  (cd "$RESULTS" && find runs -name summary.json -exec grep -l '"status": "finished"' {} + \
+     | xargs -r -n1 dirname | tar czf "$OUT/runs.tar.gz" --exclude=ckpt --exclude=.lock -T -)
+fi
+wait $cuda_tests_pid
+if [ $DRY = 0 ]; then
+  wait $tests_pid; rc=$?
+  say "3. test suite with CUDA visible: rc $rc -- $(tail -n 1 "$OUT/pytest_all.log")"
+fi
+say "done in $(($(date +%s) - START)) s; outputs in $OUT"
