@@ -100,3 +100,17 @@ def test_cnn3_se_replaces_second_conv_with_conv_plus_se():
 def test_user_mistakes_name_the_allowed_values(call, match):
     with pytest.raises(UserError, match=match):
         call()
+
+
+def test_the_two_readings_of_the_3_layer_cnn():
+    """arXiv 2304.06502's 3-layer CNN (see models.cifar.CNN3): parameters counted by hand, SE on the 64
+    channels of the second conv in both (64 -> 4 -> 64 at r=16: 580 parameters)."""
+    three_conv = 896 + 18_496 + 73_856 + 20_490  # convs 3->32->64->128 (padded), FC 2048->10
+    example = 896 + 18_496 + 1_605_760 + 1_290  # convs 3->32->64 (unpadded), FC 12544->128->10
+    for reading, plain in (("three_conv", three_conv), ("pytorch_example", example)):
+        assert count_params(build_model("cnn3", 10, reading=reading)) == plain
+        se = build_model("cnn3", 10, se="se", reading=reading)
+        assert count_params(se) == plain + 580 and se(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_params(build_model("cnn3", 10)) == three_conv  # the default keeps the committed runs' network
+    with pytest.raises(UserError, match="reading"):
+        build_model("cnn3", 10, reading="mnist")

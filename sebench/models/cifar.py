@@ -141,23 +141,37 @@ class ResNet18Cifar(nn.Module):
 class CNN3(nn.Module):
     """The 3-layer CNN of arXiv 2304.06502, section 2 (CIFAR-10; Adadelta lr 1.0, x0.7 per epoch).
 
-    The paper shows this network only in a figure the text omits; its recipe is PyTorch's MNIST example's.
-    Our reading: three 3x3 conv layers (32, 64, 128 channels), each ReLU + 2x2 max-pool, then dropout and
-    a linear classifier. "If any module is needed to be tested, we replace the 2nd conv layer with the
-    module": an SE module cannot stand in for a 32->64 conv alone (it keeps the channel count), so the
-    second layer becomes conv + ReLU + the SE module (any variant), the SE acting on its 64 channels.
-    The one SE position is stage 2 (``SE_2_1``).
+    The paper shows this network only in a figure the text omits; its recipe (batch 64, Adadelta lr 1.0,
+    StepLR x0.7 per epoch) is PyTorch's MNIST example's. Two readings, chosen with `reading`:
+
+    - ``"three_conv"`` (default): three 3x3 conv layers (32, 64, 128 channels, padding 1), each ReLU +
+      2x2 max-pool, then dropout 0.25 and a linear classifier: "3 layers" read as three conv layers.
+    - ``"pytorch_example"``: the cited example's network on 3-channel 32x32 input: conv 3->32, conv
+      32->64 (3x3, no padding), 2x2 max-pool, dropout 0.25, FC 12544->128, ReLU, dropout 0.5, FC 128->10:
+      "3 layers" read as its conv, conv and hidden FC layer.
+
+    "If any module is needed to be tested, we replace the 2nd conv layer with the module": an SE module
+    cannot stand in for a 32->64 conv alone (it keeps the channel count), so in both readings the second
+    conv layer becomes conv + ReLU + the SE module (any variant), the SE acting on its 64 channels. The
+    one SE position is stage 2 (``SE_2_1``).
     """
 
     stage_ids = (2,)
+    readings = ("three_conv", "pytorch_example")
 
     def __init__(self, num_classes: int = 10, se: Optional[SEConfig] = None,
-                 se_stages: Optional[Sequence[int]] = None, dropout: float = 0.25):
+                 se_stages: Optional[Sequence[int]] = None, dropout: float = 0.25,
+                 reading: str = "three_conv"):
         super().__init__()
+        if reading not in self.readings:
+            raise UserError(f"unknown 3-layer CNN reading {reading!r}", field="model.kwargs.reading",
+                            fix=f"allowed: {', '.join(self.readings)}")
+        self.reading = reading
+        example = reading == "pytorch_example"
         # A plain CNN (no BN): the convs keep their bias and PyTorch's default init.
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=0 if example else 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=0 if example else 1)
+        self.conv3 = None if example else nn.Conv2d(64, 128, 3, padding=1)
         cfg = stage_se(se, 2, se_stages)
         if cfg is not None and cfg.position != "standard":
             raise UserError(f"the 3-layer CNN has no residual block, so SE position {cfg.position!r} "
@@ -166,13 +180,24 @@ class CNN3(nn.Module):
         if self.se is not None:
             self.se.tag = "SE_2_1"
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(128 * 4 * 4, num_classes)
+        if example:  # 32 -> 30 -> 28 -> pooled 14: 64 * 14 * 14 features
+            self.fc1: Optional[nn.Linear] = nn.Linear(64 * 14 * 14, 128)
+            self.dropout2: Optional[nn.Dropout] = nn.Dropout(0.5)
+            self.fc = nn.Linear(128, num_classes)
+        else:
+            self.fc1 = self.dropout2 = None
+            self.fc = nn.Linear(128 * 4 * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.relu(self.conv1(x))
+        if self.conv3 is not None:
+            x = F.max_pool2d(x, 2)
         x = F.relu(self.conv2(x))
         if self.se is not None:
             x = self.se(x)
         x = F.max_pool2d(x, 2)
-        x = F.max_pool2d(F.relu(self.conv3(x)), 2)
-        return self.fc(self.dropout(torch.flatten(x, 1)))
+        if self.conv3 is not None:
+            x = F.max_pool2d(F.relu(self.conv3(x)), 2)
+            return self.fc(self.dropout(torch.flatten(x, 1)))
+        x = self.dropout2(F.relu(self.fc1(self.dropout(torch.flatten(x, 1)))))
+        return self.fc(x)
