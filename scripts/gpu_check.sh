@@ -7,9 +7,10 @@
 #   2. the CUDA tests (tests/test_cuda.py: AMP, channels_last, compile, on-device loader, SE tail, NCCL);
 #   3. the rest of the test suite with CUDA visible (pytest-xdist, 4 workers);
 #   4. `paper`-profile runs of variants_cnn3_cifar10 (arXiv 2304.06502 Table 1, its own recipe) on the
-#      CIFAR-10 JPEG q75 mirror, seed-major (every row of seed 0, then seed 1, ...), plus the second reading
-#      of the 3-layer CNN (model.kwargs.reading=pytorch_example) on seed 0; runs still training at the
-#      deadline are stopped and left out (only finished runs come back).
+#      CIFAR-10 JPEG q75 mirror, seed-major (every row of seed 0, then seed 1, ...; one wave of 6 runs took
+#      about 7 minutes on an H200 beside the test suite); at the deadline no further wave starts and the
+#      runs still training are stopped and left out (only finished runs come back).
+# GPU_CHECK_STAGES picks steps (default "bench cuda suite runs"; e.g. "runs" for a lease spent on runs).
 # Everything goes to $OUT (at most 8 files): env.txt, pytest_cuda.log, bench.log, pytest_all.log, runs.log,
 # runs.tar.gz (run records without checkpoints), summary.txt.
 #
@@ -30,6 +31,9 @@ START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 say() { echo "[gpu_check $(($(date +%s) - START))s] $*" | tee -a "$OUT/summary.txt"; }
 PY=${PYTHON:-python3}
+STAGES=${GPU_CHECK_STAGES:-bench cuda suite runs}  # which steps run (a later lease may need fewer)
+[ $DRY = 1 ] && STAGES=${GPU_CHECK_STAGES:-bench cuda runs}  # the suite is what runs the dry run
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import pydantic" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -38,7 +42,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SEBENCH_CACHE=${SEBENCH_CACHE:-$PWD/.cache}
 export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
-if [ -z "${SEBENCH_CIFAR10_JPEG:-}" ] && [ -f .cache/cifar10-jpeg.tar.xz ]; then
+if [ $DRY = 0 ] && [ -z "${SEBENCH_CIFAR10_JPEG:-}" ] && [ -f .cache/cifar10-jpeg.tar.xz ]; then
   export SEBENCH_CIFAR10_JPEG=$PWD/.cache/cifar10-jpeg.tar.xz
 fi
 RESULTS=$(mktemp -d)/results
@@ -65,7 +69,7 @@ say "env: $(grep -m1 '^torch\|^python' "$OUT/env.txt")"
 
 # The mirror decodes once into the cache (about 20 s) while the benchmarks run.
 decode_pid=
-if [ -n "${SEBENCH_CIFAR10_JPEG:-}" ]; then
+if [ $DRY = 0 ] && [ -n "${SEBENCH_CIFAR10_JPEG:-}" ]; then
   $PY -c "from sebench.data import load_arrays; load_arrays('cifar10-jpeg', path='$SEBENCH_CIFAR10_JPEG')" \
     > "$OUT/runs.log" 2>&1 &
   decode_pid=$!
@@ -81,7 +85,7 @@ else
   LOOP_R20=(--train 0 --test 0 --epochs 2 --workers 6)
   LOOP_R110=(--train 20000 --test 0 --epochs 1 --workers 6 --no-ceiling)
 fi
-{
+has bench && {
   for amp in off bf16; do
     echo "== se_overhead.py --amp $amp"
     timeout 75 $PY benchmarks/se_overhead.py --models "sebench se_resnet50 (3x3)" "timm seresnet50" \
@@ -93,46 +97,55 @@ fi
     timeout 90 $PY benchmarks/loader_vs_reference.py --model $model --amp bf16 "${args[@]}"
   done
 } > "$OUT/bench.log" 2>&1
-say "1. benchmarks: $(grep -c '^sebench SE overhead\|^speedup' "$OUT/bench.log") result lines; $(grep '^sebench SE overhead\|^speedup' "$OUT/bench.log" | tr '\n' ';')"
+has bench && say "1. benchmarks: $(grep -c '^sebench SE overhead\|^speedup' "$OUT/bench.log") result lines; $(grep '^sebench SE overhead\|^speedup' "$OUT/bench.log" | tr '\n' ';')"
 
 [ -n "$decode_pid" ] && wait "$decode_pid"
 
 # 2-4. the CUDA tests and the rest of the suite, beside the paper runs (nothing here is timed)
-DEADLINE=$(( $(left) - 25 ))
-(
-  timeout $(( DEADLINE / 2 )) $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
-  say "2. CUDA tests: rc $? -- $(tail -n 1 "$OUT/pytest_cuda.log")"
-) &
-cuda_tests_pid=$!
+DEADLINE=$(( $(left) - 30 ))  # the runs stop here; what follows (packing, the tests' ends) fits in 30 s
+if [ "$DEADLINE" -lt 30 ]; then
+  say "only $(left) s left: no tests or runs"; DEADLINE=0
+fi
+if has cuda && [ $DEADLINE -gt 0 ]; then
+  (
+    timeout $(( DEADLINE / 2 )) $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
+    say "2. CUDA tests: rc $? -- $(tail -n 1 "$OUT/pytest_cuda.log")"
+  ) &
+  cuda_tests_pid=$!
+fi
+if has suite && [ $DEADLINE -gt 0 ]; then
+  timeout $(( DEADLINE - 5 )) $PY -m pytest -q -p no:cacheprovider -n 4 --ignore tests/test_gpu_check.py \
+    --ignore tests/test_cuda.py > "$OUT/pytest_all.log" 2>&1 &
+  tests_pid=$!
+fi
 if [ $DRY = 1 ]; then
-  RUN=(variants_cnn3_cifar10 --profile smoke)
+  RUN=(variants_cnn3_cifar10 --profile smoke ${GPU_CHECK_RUN_SET:+--set "$GPU_CHECK_RUN_SET"})
   SEEDS=(0)
   JOBS=2
 else
   RUN=(variants_cnn3_cifar10 --profile paper --set data.name=cifar10-jpeg)
   SEEDS=(0 1 2 3 4)
   JOBS=6
-  timeout $(( DEADLINE - 5 )) $PY -m pytest -q -p no:cacheprovider -n 4 --ignore tests/test_gpu_check.py \
-    --ignore tests/test_cuda.py > "$OUT/pytest_all.log" 2>&1 &
-  tests_pid=$!
 fi
-(
-  # the second reading of the 3-layer CNN, seed 0, beside seed 0 of the table
-  $SB run "${RUN[@]}" --results "$RESULTS" --jobs 2 --only seed=0 --only "method=Default" \
-    --only "method=SE module" --set model.kwargs.reading=pytorch_example &
-  for seed in "${SEEDS[@]}"; do
-    $SB run "${RUN[@]}" --results "$RESULTS" --jobs $JOBS --only seed=$seed
-  done
-  wait
-) >> "$OUT/runs.log" 2>&1 &
-runs_pid=$!
-while kill -0 $runs_pid 2>/dev/null && [ "$(left)" -gt 25 ]; do sleep 5; done
-if kill -0 $runs_pid 2>/dev/null; then
-  say "deadline: stopping the runs still training"
-  pkill -TERM -f "sebench run variants_cnn3_cifar10"; sleep 3
-  pkill -KILL -f "sebench run variants_cnn3_cifar10" 2>/dev/null
+STOP="$RESULTS.stop"
+if has runs && [ $DEADLINE -gt 0 ]; then
+  mkdir -p "$RESULTS"
+  (
+    for seed in "${SEEDS[@]}"; do  # seed-major: a wave is every row of one seed
+      [ -e "$STOP" ] && break
+      $SB run "${RUN[@]}" --results "$RESULTS" --jobs $JOBS --only seed=$seed
+    done
+  ) >> "$OUT/runs.log" 2>&1 &
+  runs_pid=$!
+  while kill -0 $runs_pid 2>/dev/null && [ "$(left)" -gt 30 ]; do sleep 2; done
+  if kill -0 $runs_pid 2>/dev/null; then
+    say "deadline: stopping the runs still training (no further wave starts)"
+    touch "$STOP"; kill -TERM $runs_pid 2>/dev/null
+    pkill -TERM -f -- "--results $RESULTS"; sleep 3  # this script's runners only (their results folder)
+    pkill -KILL -f -- "--results $RESULTS" 2>/dev/null
+  fi
+  wait $runs_pid 2>/dev/null
 fi
-wait $runs_pid 2>/dev/null
 finished=$(grep -l '"status": "finished"' "$RESULTS"/runs/*/*/summary.json 2>/dev/null | wc -l)
 say "4. runs: $finished finished; $(grep -c 'finished' "$OUT/runs.log") finished lines in runs.log"
 if [ -d "$RESULTS/runs" ]; then
@@ -140,8 +153,8 @@ if [ -d "$RESULTS/runs" ]; then
   (cd "$RESULTS" && find runs -name summary.json -exec grep -l '"status": "finished"' {} + \
      | xargs -r -n1 dirname | tar czf "$OUT/runs.tar.gz" --exclude=ckpt --exclude=.lock -T -)
 fi
-wait $cuda_tests_pid
-if [ $DRY = 0 ]; then
+[ -n "${cuda_tests_pid:-}" ] && wait $cuda_tests_pid
+if [ -n "${tests_pid:-}" ]; then
   wait $tests_pid; rc=$?
   say "3. test suite with CUDA visible: rc $rc -- $(tail -n 1 "$OUT/pytest_all.log")"
 fi
