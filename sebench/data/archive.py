@@ -1,8 +1,9 @@
 """Offline ImageFolder archives (`<top>/{train,test}/<class>/<image>` in a .tar.xz), decoded once and cached.
 
 The archive is verified by sha256, streamed (never extracted to disk), every image (JPEG, or the lossless
-WebP of the CIFAR-10/100 pixel archives) is decoded once with Pillow into uint8 arrays, and the result is cached as one .npz keyed by the archive's checksum, so later
-runs load the arrays in well under a second instead of decoding 60,000 images again.
+WebP of the CIFAR-10/100 pixel archives) is decoded once with Pillow into uint8 arrays, and the result is
+cached as one .npz keyed by the archive's checksum, so later runs load the arrays in well under a second
+instead of decoding 60,000 images again.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Layout:
                 f"folders ({self.train_per_class} / {self.test_per_class} per class)")
 
 
-CIFAR10_JPEG_LAYOUT = Layout(CIFAR10_CLASSES, 5000, 1000)
+CIFAR10_LAYOUT = Layout(CIFAR10_CLASSES, 5000, 1000)  # the JPEG mirror's and the lossless archive's
+CIFAR10_JPEG_LAYOUT = CIFAR10_LAYOUT
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class KnownArchive:
 
 # dataset name -> the lossless archive that holds its real pixels
 LOSSLESS_ARCHIVES = {
-    "cifar10": KnownArchive("cifar10-lossless.tar.xz", CIFAR10_LOSSLESS_SHA256, Layout(CIFAR10_CLASSES, 5000, 1000)),
+    "cifar10": KnownArchive("cifar10-lossless.tar.xz", CIFAR10_LOSSLESS_SHA256, CIFAR10_LAYOUT),
     "cifar100": KnownArchive("cifar100-lossless.tar.xz", CIFAR100_LOSSLESS_SHA256,
                              Layout(CIFAR100_CLASSES, 500, 100)),
 }
