@@ -472,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run what is missing, resume what was interrupted, skip what finished")
     add_run_options(p)
-    p.add_argument("--jobs", type=int, default=1, help="parallel runs (CPU threads split; one GPU each)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel runs (CPU threads split; one GPU each). Two sweeps side by side: give each "
+                        "--set execution.threads=1 (not part of the run id), or each takes every core")
     p.add_argument("--data-path", help="data set file or folder (cifar10-jpeg archive, torchvision root, "
                                        "ImageNet root)")
     p.add_argument("--cache-dir", help="decoded-data cache (default: $SEBENCH_CACHE or ~/.cache/sebench)")
