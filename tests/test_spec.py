@@ -48,6 +48,21 @@ def test_run_ids_are_content_hashes():
     assert moved.run_id == a[0].run_id
 
 
+def test_the_bf16_profile_pairs_run_for_run_with_the_fp32_one():
+    """full_bf16 measures what bf16 does to accuracy: every run must be its full-profile partner (same row,
+    seed and recipe) but for amp, or the paired comparison would compare recipes too."""
+    spec = load_spec(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml")
+    fp32, _ = expand(spec, "full")
+    bf16, _ = expand(spec, "full_bf16")
+    assert len(fp32) == len(bf16) == 10
+    partner = {(tuple(sorted(r.labels.items())), r.seed): r for r in fp32}
+    for run in bf16:
+        twin = partner[(tuple(sorted(run.labels.items())), run.seed)]
+        assert run.amp == "bf16" and twin.amp == "off"
+        assert run.model_dump(exclude={"amp", "profile"}) == twin.model_dump(exclude={"amp", "profile"})
+        assert run.run_id != twin.run_id
+
+
 def test_profiles_and_sweeps_apply_in_order():
     spec = load_spec(ROOT / "experiments" / "ablation_reduction.yaml")
     paper, _ = expand(spec, "paper")
