@@ -64,7 +64,6 @@ class Layout:
 
 
 CIFAR10_LAYOUT = Layout(CIFAR10_CLASSES, 5000, 1000)  # the JPEG mirror's and the lossless archive's
-CIFAR10_JPEG_LAYOUT = CIFAR10_LAYOUT
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def decode_jpegs(blobs: Iterable[bytes]) -> np.ndarray:
 
 def load_archive(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                  expected_sha256: str | None = CIFAR10_JPEG_SHA256,
-                 layout: Layout | None = CIFAR10_JPEG_LAYOUT) -> DecodedArchive:
+                 layout: Layout | None = CIFAR10_LAYOUT) -> DecodedArchive:
     """Arrays of an ImageFolder .tar.xz archive, from the cache when it holds them.
 
     `expected_sha256=None` skips the checksum check and `layout=None` accepts any consistent class layout
