@@ -311,6 +311,8 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from sebench.report.build import report_all, report_spec
 
+    if args.paired_with:
+        return _report_pair(args)
     if args.spec == "all":
         reports = report_all(args.profile, args.results, plots=not args.no_plots)
         index = reports[0].markdown_path.parent / "README.md"
@@ -329,6 +331,20 @@ def cmd_report(args) -> int:
         local = mirror_report(args.profile, [p for r in reports for p in r.tables],
                               [p for r in reports for p in r.plots])
         print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
+    return 0
+
+
+def _report_pair(args) -> int:
+    from sebench.report.pairing import report_pair
+
+    if args.spec == "all":
+        raise UserError("--paired-with pairs two profiles of one spec, not of 'all'", field="SPEC",
+                        fix=f"name the spec, e.g. `sebench report cifar10_se_vs_baseline --profile {args.profile} "
+                            f"--paired-with {args.paired_with}`")
+    spec, profile = _spec_and_profile(args)
+    table, paths = report_pair(spec, profile, args.paired_with, args.results)
+    print(table.markdown())
+    print(f"{table.name}: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -521,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="paper | quick | smoke | any the spec declares")
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--paired-with", metavar="PROFILE",
+                   help="instead: pair every run of --profile with the same row and seed of this other profile "
+                        "of SPEC (e.g. --profile full_bf16 --paired-with full: what bf16 does to accuracy); "
+                        "writes <profile>/tables/<spec>_vs_<PROFILE>.md|tex|csv")
     p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
     p.set_defaults(func=cmd_report)
 

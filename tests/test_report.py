@@ -467,3 +467,71 @@ def test_reused_runs_are_named_and_not_counted_as_compute(tmp_path):
     finished = sum(r["status"] == "finished" for r in before)
     assert f"over {finished - 1} finished runs" in text
     assert "1 more run(s) reused from identical runs of other_table" in text
+
+
+# ---- two profiles paired run for run (bf16 vs fp32) -----------------------------------------------------
+
+TINY_PAIRS = """
+title: "Tiny: one recipe in fp32 and bf16 (synthetic store)"
+source: {seed: 003_a73290d79b60d9ae.txt, table: "TABLE 4 Classification error (%) on CIFAR-10",
+         reference: 003_cifar10.csv, metrics: {top1_err: "{column}"}}
+base:
+  model: {name: resnet20}
+  data: {name: cifar10-embedded}
+  epochs: 3
+  batch_size: 64
+seeds: [0, 1, 2]
+sweep:
+  - axis: se
+    ref: column
+    values:
+      - {label: original, ref: original, baseline: true, set: {model.se: null}}
+      - {label: SENet, ref: SENet, set: {model.se: {variant: se, reduction: 16}}}
+profiles:
+  fp32: {description: "the recipe"}
+  bf16: {description: "the recipe with bf16 autocast", set: {amp: bf16}}
+"""
+
+
+def test_paired_profiles_give_per_row_deltas_and_name_what_differs(tmp_path, capsys):
+    fp32 = {("original",): {0: 10.0, 1: 10.5, 2: 9.0}, ("SENet",): {0: 9.0, 1: 9.4}}
+    bf16 = {("original",): {0: 9.0, 1: 10.0, 2: 9.5}, ("SENet",): {1: 9.9}}
+    make_store(tmp_path, TINY_PAIRS, "tiny_pairs", fp32, profile="fp32")
+    _, spec_path, results = make_store(tmp_path, TINY_PAIRS, "tiny_pairs", bf16, profile="bf16")
+    assert main(["report", str(spec_path), "--profile", "bf16", "--paired-with", "fp32",
+                 "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    tables = results / "bf16" / "tables"
+    assert f"tiny_pairs_vs_fp32: {tables / 'tiny_pairs_vs_fp32.md'}" in out
+    md = (tables / "tiny_pairs_vs_fp32.md").read_text()
+    assert "- **Differs in:** amp: 'bf16' vs 'off'" in md  # the one recipe change, read from the configs
+    rows = {r["row"]: r for r in read_csv(tables / "tiny_pairs_vs_fp32.csv")}
+    # original: bf16 - fp32 per seed = -1.0, -0.5, +0.5
+    diffs = [-1.0, -0.5, 0.5]
+    m = sum(diffs) / 3
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 2)
+    half = T_975_DF2 * sd / math.sqrt(3)
+    orig = rows["original"]
+    assert orig["delta_n"] == "3" and orig["seeds"] == "0 1 2"
+    assert float(orig["delta"]) == pytest.approx(m)
+    assert float(orig["delta_low"]) == pytest.approx(m - half)
+    assert float(orig["delta_high"]) == pytest.approx(m + half)
+    assert float(orig["mean"]) == pytest.approx(9.5) and float(orig["mean_against"]) == pytest.approx(29.5 / 3)
+    # SENet: one seed in common -> a delta, no interval; the cells keep every seed each profile has
+    se = rows["SENet"]
+    assert se["delta_n"] == "1" and float(se["delta"]) == pytest.approx(0.5) and se["delta_low"] == ""
+    assert se["n"] == "1" and se["n_against"] == "2"
+    assert "+0.50 (n=1, no interval)" in md
+    assert (tables / "tiny_pairs_vs_fp32.tex").read_text().startswith("% tiny_pairs_vs_fp32")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "bf16", "--paired-with", "fp16"], "unknown profile 'fp16'"),
+    (["--profile", "bf16", "--paired-with", "bf16"], "names the report's own profile"),
+])
+def test_paired_profiles_mistakes_are_one_line(tmp_path, capsys, argv, message):
+    _, spec_path, results = make_store(tmp_path, TINY_PAIRS, "tiny_pairs", {("original",): {0: 9.0}},
+                                       profile="bf16")
+    assert main(["report", str(spec_path), *argv, "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -47,6 +47,7 @@ class Table:
     n_finished: int = 0
     n_failed: int = 0
     n_planned: int = 0  # the runs the spec's profile expands to (pending rows not counted)
+    csv_columns: list[str] = field(default_factory=lambda: list(CSV_COLUMNS))  # the record keys .csv writes
 
     # ---- renderers ---------------------------------------------------------------------------------------
     def markdown(self) -> str:
@@ -86,10 +87,10 @@ class Table:
     def csv(self) -> str:
         """One line per (row, column, metric): the numbers behind every cell, machine-readable."""
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.csv_columns, lineterminator="\n")
         writer.writeheader()
         for rec in self.records:
-            writer.writerow({k: _csv_value(rec.get(k)) for k in CSV_COLUMNS})
+            writer.writerow({k: _csv_value(rec.get(k)) for k in self.csv_columns})
         return buf.getvalue()
 
 

@@ -1,0 +1,147 @@
+"""Two profiles of one spec, paired run for run: what the one recipe change between them does.
+
+    sebench report cifar10_se_vs_baseline --profile full_bf16 --paired-with full
+    -> results/full_bf16/tables/cifar10_se_vs_baseline_vs_full.md | .tex | .csv
+
+A pair is the same sweep labels and seed in both profiles (the full_bf16 profile repeats the full one with
+`amp: bf16`). Each row gives both profiles' final-epoch numbers and Δ = profile − against, paired by seed with
+its 95% interval, plus the minutes per run; the header names every recipe field in which the pairs differ,
+read from the runs' expanded configs, so that a reader sees what the delta measures (and whether anything
+else changed with it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from sebench.errors import UserError, choice_error
+from sebench.report.build import tables_dir
+from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_label,
+                                 seeds_label)
+from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
+from sebench.report.tables import Table, format_delta, format_measured
+from sebench.spec import Spec
+from sebench.store import atomic_write_text
+
+PAIR_CSV_COLUMNS = ["experiment", "profile", "against", "row", "metric", "unit", "n", "mean", "std",
+                    "n_against", "mean_against", "std_against", "delta_n", "delta", "delta_low", "delta_high",
+                    "seeds", "minutes_per_run", "minutes_per_run_against", "interval"]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def recipe_differences(a: ReportData, b: ReportData, combos: list[Combo]) -> dict[str, tuple[set, set]]:
+    """field -> (values in a, values in b) for every identity field in which paired configs differ (the profile
+    name itself aside)."""
+    diffs: dict[str, tuple[set, set]] = {}
+    for combo in combos:
+        theirs = {rc.seed: rc for rc in b.expected.get(combo, [])}
+        for rc in a.expected.get(combo, []):
+            other = theirs.get(rc.seed)
+            if other is None:
+                continue
+            fa, fb = _flat(rc.identity()), _flat(other.identity())
+            for key in sorted(set(fa) | set(fb)):
+                if key != "profile" and fa.get(key) != fb.get(key):
+                    va, vb = diffs.setdefault(key, (set(), set()))
+                    va.add(repr(fa.get(key)))
+                    vb.add(repr(fb.get(key)))
+    return diffs
+
+
+def _minutes(data: ReportData, combo: Combo) -> Optional[float]:
+    walls = [r.row.get("wall_s") for r in data.runs(combo).values()
+             if isinstance(r.row.get("wall_s"), float) and not math.isnan(r.row["wall_s"])
+             and not r.row.get("reused_from")]
+    return sum(walls) / len(walls) / 60 if walls else None
+
+
+def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> Table:
+    for name, field in ((profile, "--profile"), (against, "--paired-with")):
+        if name not in spec.profiles:
+            raise choice_error("profile", name, spec.profiles, where=spec.path, field=field)
+    if profile == against:
+        raise UserError(f"--paired-with names the report's own profile {profile!r}", where=spec.path,
+                        field="--paired-with", fix="name the other profile of the pair, e.g. `full`")
+    a, b = gather(spec, profile, results), gather(spec, against, results)
+    combos = [c for c in a.combos if c in b.combos and (c in a.expected or c in b.expected)]
+    if not combos:
+        raise UserError(f"profiles {profile!r} and {against!r} of {spec.name} share no sweep row, so no run pairs",
+                        where=spec.path, field="profiles",
+                        fix="pair two profiles whose sweeps have the same labels (e.g. `full_bf16` with `full`)")
+    quality = [m for m in a.metrics if METRICS[m][4] == "quality"]
+    diffs = recipe_differences(a, b, combos)
+    differs = "; ".join(f"{k}: {', '.join(sorted(va))} vs {', '.join(sorted(vb))}" for k, (va, vb) in diffs.items())
+
+    columns = ["row"]
+    for m in quality:
+        head = METRICS[m][0]
+        columns += [f"{head} `{profile}`", f"{head} `{against}`", f"Δ {head} ({profile} − {against})"]
+    columns += [f"min/run `{profile}`", f"min/run `{against}`"]
+    rows, records = [], []
+    for combo in combos:
+        label = a.short_label(combo)
+        cells = [label]
+        ma, mb = _minutes(a, combo), _minutes(b, combo)
+        for m in quality:
+            va, vb = a.per_seed(combo, m), b.per_seed(combo, m)
+            ta = format_measured(va, m, len(a.expected_seeds(combo)))[0] if va else "not run"
+            tb = format_measured(vb, m, len(b.expected_seeds(combo)))[0] if vb else "not run"
+            delta = paired_delta(va, vb)
+            cells += [ta, tb, format_delta(delta, m) or "no pair yet"]
+            mean_a, std_a, n_a = mean_std([va[s] for s in sorted(va)])
+            mean_b, std_b, n_b = mean_std([vb[s] for s in sorted(vb)])
+            records.append({"experiment": spec.name, "profile": profile, "against": against, "row": label,
+                            "metric": m, "unit": METRICS[m][0], "n": n_a, "mean": mean_a, "std": std_a,
+                            "n_against": n_b, "mean_against": mean_b, "std_against": std_b,
+                            "delta_n": delta.n, "delta": delta.mean if delta.n else None,
+                            "delta_low": delta.low, "delta_high": delta.high,
+                            "seeds": " ".join(map(str, delta.seeds)), "minutes_per_run": ma,
+                            "minutes_per_run_against": mb, "interval": INTERVAL_METHOD})
+        cells += [f"{ma:.1f}" if ma is not None else "-", f"{mb:.1f}" if mb is not None else "-"]
+        rows.append(cells)
+
+    runs_a, runs_b = a.all_runs(), b.all_runs()
+    header = [
+        ("Pairs", f"each run of `{profile}` with the run of `{against}` that has the same sweep labels and seed"),
+        ("Differs in", differs or "nothing but the profile's name: the pairs are the same recipe"),
+        ("Data", f"`{profile}`: {data_label(runs_a)}; `{against}`: {data_label(runs_b)}"),
+        ("Hardware", f"`{profile}`: {hardware_label(runs_a)}; `{against}`: {hardware_label(runs_b)}"),
+        ("Seeds", f"`{profile}`: {seeds_label(a)}; `{against}`: {seeds_label(b)}"),
+        ("Statistics", "final-epoch test numbers, mean ± sample std over seeds; Δ paired by seed over the seeds "
+                       f"both profiles finished, with its 95% interval ({INTERVAL_METHOD}); none with one pair. "
+                       "min/run: mean wall time of a finished run (training and evaluation epochs)"),
+    ]
+    footnotes = []
+    if len({h for h in (hardware_label(runs_a), hardware_label(runs_b))}) > 1:
+        footnotes.append("The two profiles' runs did not all train on the same hardware: minutes per run compare "
+                         "machines as well as recipes.")
+    total = sum(r.row["wall_s"] for r in runs_a + runs_b if isinstance(r.row.get("wall_s"), float)
+                and not math.isnan(r.row["wall_s"]))
+    footnotes.append(f"Compute behind this table: {duration(total)} over {len(runs_a) + len(runs_b)} runs.")
+    title = f"{spec.title}: `{profile}` paired with `{against}`"
+    return Table(name=f"{spec.name}_vs_{against}", title=title, profile=profile, header=header, columns=columns,
+                 rows=rows, footnotes=footnotes, records=records, n_finished=len(runs_a),
+                 csv_columns=PAIR_CSV_COLUMNS)
+
+
+def report_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[Table, list[Path]]:
+    """Write the paired table (md, tex, csv) beside the profile's own tables; returns it and the paths."""
+    table = pair_table(spec, profile, against, results)
+    paths = []
+    for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+        path = tables_dir(results, profile) / f"{table.name}.{ext}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    return table, paths
