@@ -124,9 +124,9 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
                        "min/run: mean wall time of a finished run (training and evaluation epochs)"),
     ]
     footnotes = []
-    if len({h for h in (hardware_label(runs_a), hardware_label(runs_b))}) > 1:
-        footnotes.append("The two profiles' runs did not all train on the same hardware: minutes per run compare "
-                         "machines as well as recipes.")
+    if hardware_label(runs_a) != hardware_label(runs_b):
+        footnotes.append("The two profiles' runs did not all train on the same hardware and threads: minutes per "
+                         "run compare those as well as the recipes.")
     total = sum(r.row["wall_s"] for r in runs_a + runs_b if isinstance(r.row.get("wall_s"), float)
                 and not math.isnan(r.row["wall_s"]))
     footnotes.append(f"Compute behind this table: {duration(total)} over {len(runs_a) + len(runs_b)} runs.")
