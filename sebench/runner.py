@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from sebench.data.registry import default_data_path
+from sebench.engine.env import available_cpus
 from sebench.errors import UserError
 from sebench.progress import SweepProgress
 from sebench.spec import ExecutionCfg, PendingRow, RunConfig, Spec, expand
@@ -114,6 +115,12 @@ def plan(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = No
     if only:
         runs = [rc for rc in runs if _selected(rc.labels, rc.seed, only)]
         pending = [p for p in pending if _selected(p.labels, None, only)]
+    # Seed-major (every row of the first seed, then the next seed, ...; the table's order within a seed):
+    # a sweep stopped part-way leaves whole seeds, so the partial table is still a balanced paired comparison.
+    first = {}
+    for rc in runs:
+        first.setdefault(rc.seed, len(first))
+    runs.sort(key=lambda rc: first[rc.seed])
     rows = []
     for rc in runs:
         d = store_run_dir(results, rc.experiment, rc.run_id)
@@ -524,7 +531,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         return result
 
     gpus = _visible_gpus() if device in ("auto", "cuda") and jobs > 1 else []
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    # The cores this process may use (its affinity: `taskset`, a SLURM allocation), not the machine's.
+    threads = max(1, available_cpus() // jobs) if jobs > 1 else None
     # fit draws nothing itself: SweepProgress shows every job count alike, from the run directories.
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
                               download=download, progress=False, sync_bn=sync_bn)

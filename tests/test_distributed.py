@@ -220,13 +220,14 @@ def test_job_workers_see_exactly_their_gpu():
 
 
 def test_run_sweep_hands_the_gpu_list_to_the_pools(monkeypatch, tmp_path):
-    """--jobs 2 with two (fake) GPUs: run_sweep asks for one pool per GPU."""
+    """--jobs 2 with two (fake) GPUs: run_sweep asks for one pool per GPU, and splits the CPU threads over the
+    cores this process may use (its affinity mask, here 6 of a machine's 64), not the machine's."""
     from sebench import runner
     from sebench.spec import load_spec
 
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(SPEC.replace("seeds: [0]", "seeds: [0, 1]"))
-    asked = []
+    asked, threads = [], []
 
     class FakePool:
         def __init__(self, gpu):
@@ -234,6 +235,7 @@ def test_run_sweep_hands_the_gpu_list_to_the_pools(monkeypatch, tmp_path):
 
         def submit(self, fn, rc, directory):
             from concurrent.futures import Future
+            threads.append(rc.execution.threads)
             f = Future()
             f.set_result((rc.run_id, "finished", f"on GPU {self.gpu}"))
             return f
@@ -242,11 +244,14 @@ def test_run_sweep_hands_the_gpu_list_to_the_pools(monkeypatch, tmp_path):
             pass
 
     monkeypatch.setattr(runner, "_visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(runner, "available_cpus", lambda: 6)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(runner, "make_pools", lambda jobs, gpus: asked.append((jobs, gpus)) or
                         [FakePool(g) for g in runner.assign_gpus(jobs, gpus)])
     lines = []
     result = runner.run_sweep(load_spec(spec_path), "smoke", tmp_path / "r", jobs=2, device="auto", log=lines.append)
     assert asked == [(2, ["0", "1"])] and len(result.finished) == 2
+    assert threads == [3, 3]
     assert {line.split("on GPU ")[1][0] for line in lines if "on GPU" in line} == {"0", "1"}
 
 

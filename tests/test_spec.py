@@ -244,3 +244,18 @@ def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu
     monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 2.0, 1.0))
     assert main(argv) == 0
     assert "measured while the CPU was busy, load 2.4 on 2 cores: too high" in capsys.readouterr().out
+
+
+def test_a_sweep_runs_seed_major_so_a_partial_table_stays_paired(tmp_path):
+    from sebench.runner import parse_only, plan
+
+    spec = load_spec(ROOT / "experiments" / "variants_cnn3_cifar10.yaml")
+    rows, _ = plan(spec, "paper", tmp_path)
+    rows_per_seed = len(spec.sweep[0].values)
+    seeds = [r.run.seed for r in rows]
+    assert seeds == [s for s in spec.profiles["paper"].seeds for _ in range(rows_per_seed)]
+    # within a seed, the table's own row order
+    assert [r.run.labels["method"] for r in rows[:rows_per_seed]] == [v.label for v in spec.sweep[0].values]
+    only = parse_only(["method=Default", "method=SE module"], spec, "paper")
+    assert [(r.run.seed, r.run.labels["method"]) for r in plan(spec, "paper", tmp_path, only=only)[0]][:4] == [
+        (0, "Default"), (0, "SE module"), (1, "Default"), (1, "SE module")]
