@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--paired-with", metavar="PROFILE",
                    help="instead: pair every run of --profile with the same row and seed of this other profile "
-                        "of SPEC (e.g. --profile full_bf16 --paired-with full: what bf16 does to accuracy); "
+                        "of SPEC (e.g. --profile full40_bf16 --paired-with full40: what bf16 does to accuracy); "
                         "writes <profile>/tables/<spec>_vs_<PROFILE>.md|tex|csv")
     p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
     p.set_defaults(func=cmd_report)

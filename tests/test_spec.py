@@ -48,13 +48,14 @@ def test_run_ids_are_content_hashes():
     assert moved.run_id == a[0].run_id
 
 
-def test_the_bf16_profile_pairs_run_for_run_with_the_fp32_one():
-    """full_bf16 measures what bf16 does to accuracy: every run must be its full-profile partner (same row,
-    seed and recipe) but for amp, or the paired comparison would compare recipes too."""
+@pytest.mark.parametrize("fp32_profile, epochs", [("full40", 40), ("full", 30)])
+def test_the_bf16_profile_pairs_run_for_run_with_the_fp32_one(fp32_profile, epochs):
+    """<profile>_bf16 measures what bf16 does to accuracy: every run must be its fp32 partner (same row, seed
+    and recipe) but for amp, or the paired comparison would compare recipes too."""
     spec = load_spec(ROOT / "experiments" / "cifar10_se_vs_baseline.yaml")
-    fp32, _ = expand(spec, "full")
-    bf16, _ = expand(spec, "full_bf16")
-    assert len(fp32) == len(bf16) == 10
+    fp32, _ = expand(spec, fp32_profile)
+    bf16, _ = expand(spec, f"{fp32_profile}_bf16")
+    assert len(fp32) == len(bf16) == 10 and {r.epochs for r in fp32} == {epochs}
     partner = {(tuple(sorted(r.labels.items())), r.seed): r for r in fp32}
     for run in bf16:
         twin = partner[(tuple(sorted(run.labels.items())), run.seed)]

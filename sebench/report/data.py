@@ -321,8 +321,9 @@ def hardware_label(runs: list[Run]) -> str:
     for r in runs:
         threads = r.row.get("threads")
         dev = r.row.get("device") or "?"
-        extra = f", {fmt_num(threads)} threads" if dev == "cpu" and isinstance(threads, float) and not math.isnan(
-            threads) else ""
+        extra = ""
+        if dev == "cpu" and isinstance(threads, float) and not math.isnan(threads):
+            extra = f", {fmt_num(threads)} thread{'' if threads == 1 else 's'}"
         items.append(f"{r.row.get('device_name') or 'unknown device'} ({dev}{extra})")
     return "; ".join(unique(items)) or "unknown (no finished runs)"
 

@@ -1,9 +1,9 @@
 """Two profiles of one spec, paired run for run: what the one recipe change between them does.
 
-    sebench report cifar10_se_vs_baseline --profile full_bf16 --paired-with full
-    -> results/full_bf16/tables/cifar10_se_vs_baseline_vs_full.md | .tex | .csv
+    sebench report cifar10_se_vs_baseline --profile full40_bf16 --paired-with full40
+    -> results/full40_bf16/tables/cifar10_se_vs_baseline_vs_full40.md | .tex | .csv
 
-A pair is the same sweep labels and seed in both profiles (the full_bf16 profile repeats the full one with
+A pair is the same sweep labels and seed in both profiles (the full40_bf16 profile repeats full40 with
 `amp: bf16`). Each row gives both profiles' final-epoch numbers and Δ = profile − against, paired by seed with
 its 95% interval, plus the minutes per run; the header names every recipe field in which the pairs differ,
 read from the runs' expanded configs, so that a reader sees what the delta measures (and whether anything
@@ -73,13 +73,13 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
             raise choice_error("profile", name, spec.profiles, where=spec.path, field=field)
     if profile == against:
         raise UserError(f"--paired-with names the report's own profile {profile!r}", where=spec.path,
-                        field="--paired-with", fix="name the other profile of the pair, e.g. `full`")
+                        field="--paired-with", fix="name the other profile of the pair, e.g. `full40`")
     a, b = gather(spec, profile, results), gather(spec, against, results)
     combos = [c for c in a.combos if c in b.combos and (c in a.expected or c in b.expected)]
     if not combos:
         raise UserError(f"profiles {profile!r} and {against!r} of {spec.name} share no sweep row, so no run pairs",
                         where=spec.path, field="profiles",
-                        fix="pair two profiles whose sweeps have the same labels (e.g. `full_bf16` with `full`)")
+                        fix="pair two profiles whose sweeps have the same labels (e.g. `full40_bf16` with `full40`)")
     quality = [m for m in a.metrics if METRICS[m][4] == "quality"]
     diffs = recipe_differences(a, b, combos)
     differs = "; ".join(f"{k}: {', '.join(sorted(va))} vs {', '.join(sorted(vb))}" for k, (va, vb) in diffs.items())
