@@ -341,6 +341,9 @@ def _report_pair(args) -> int:
         raise UserError("--paired-with pairs two profiles of one spec, not of 'all'", field="SPEC",
                         fix=f"name the spec, e.g. `sebench report cifar10_se_vs_baseline --profile {args.profile} "
                             f"--paired-with {args.paired_with}`")
+    if args.wandb:
+        raise UserError("--wandb mirrors a profile's own tables and plots, not a paired table", field="--wandb",
+                        fix="run `sebench report SPEC --profile PROFILE --wandb` without --paired-with")
     spec, profile = _spec_and_profile(args)
     table, paths = report_pair(spec, profile, args.paired_with, args.results)
     print(table.markdown())

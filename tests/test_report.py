@@ -528,6 +528,7 @@ def test_paired_profiles_give_per_row_deltas_and_name_what_differs(tmp_path, cap
 @pytest.mark.parametrize("argv, message", [
     (["--profile", "bf16", "--paired-with", "fp16"], "unknown profile 'fp16'"),
     (["--profile", "bf16", "--paired-with", "bf16"], "names the report's own profile"),
+    (["--profile", "bf16", "--paired-with", "fp32", "--wandb"], "not a paired table"),
 ])
 def test_paired_profiles_mistakes_are_one_line(tmp_path, capsys, argv, message):
     _, spec_path, results = make_store(tmp_path, TINY_PAIRS, "tiny_pairs", {("original",): {0: 9.0}},
