@@ -47,17 +47,22 @@ def report_spec(spec: Spec, profile: str, results: str | Path, *, rows: Optional
         raise choice_error("profile", profile, spec.profiles, where=spec.path, field="--profile")
     data = gather(spec, profile, results, rows=rows, reference_root=reference_root)
     table = build_table(data)
-    out = tables_dir(results, profile)
-    paths = []
-    for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
-        path = out / f"{spec.name}.{ext}"
-        atomic_write_text(path, text)
-        paths.append(path)
+    paths = write_table(table, tables_dir(results, profile))
     plot_paths = []
     if plots and data.has_finished():
         from sebench.report.plots import plot_spec
         plot_paths = plot_spec(data, plots_dir(results, profile))
     return SpecReport(spec=spec, table=table, tables=paths, plots=plot_paths)
+
+
+def write_table(table: Table, out: Path) -> list[Path]:
+    """out/<table.name>.md, .tex and .csv, each written atomically."""
+    paths = []
+    for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+        path = out / f"{table.name}.{ext}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    return paths
 
 
 def report_all(profile: str, results: str | Path, folder: str | Path = "experiments", *, plots: bool = True,

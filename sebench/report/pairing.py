@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Optional
 
 from sebench.errors import UserError, choice_error
-from sebench.report.build import tables_dir
+from sebench.report.build import tables_dir, write_table
 from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_label,
                                  seeds_label)
-from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
+from sebench.report.stats import INTERVAL_METHOD, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
-from sebench.store import atomic_write_text
 
 PAIR_CSV_COLUMNS = ["experiment", "profile", "against", "row", "metric", "unit", "n", "mean", "std",
                     "n_against", "mean_against", "std_against", "delta_n", "delta", "delta_low", "delta_high",
@@ -96,12 +95,10 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
         ma, mb = _minutes(a, combo), _minutes(b, combo)
         for m in quality:
             va, vb = a.per_seed(combo, m), b.per_seed(combo, m)
-            ta = format_measured(va, m, len(a.expected_seeds(combo)))[0] if va else "not run"
-            tb = format_measured(vb, m, len(b.expected_seeds(combo)))[0] if vb else "not run"
+            ta, mean_a, std_a, n_a = format_measured(va, m, len(a.expected_seeds(combo)))
+            tb, mean_b, std_b, n_b = format_measured(vb, m, len(b.expected_seeds(combo)))
             delta = paired_delta(va, vb)
-            cells += [ta, tb, format_delta(delta, m) or "no pair yet"]
-            mean_a, std_a, n_a = mean_std([va[s] for s in sorted(va)])
-            mean_b, std_b, n_b = mean_std([vb[s] for s in sorted(vb)])
+            cells += [ta if n_a else "not run", tb if n_b else "not run", format_delta(delta, m) or "no pair yet"]
             records.append({"experiment": spec.name, "profile": profile, "against": against, "row": label,
                             "metric": m, "unit": METRICS[m][0], "n": n_a, "mean": mean_a, "std": std_a,
                             "n_against": n_b, "mean_against": mean_b, "std_against": std_b,
@@ -139,9 +136,4 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
 def report_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[Table, list[Path]]:
     """Write the paired table (md, tex, csv) beside the profile's own tables; returns it and the paths."""
     table = pair_table(spec, profile, against, results)
-    paths = []
-    for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
-        path = tables_dir(results, profile) / f"{table.name}.{ext}"
-        atomic_write_text(path, text)
-        paths.append(path)
-    return table, paths
+    return table, write_table(table, tables_dir(results, profile))
