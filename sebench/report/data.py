@@ -60,6 +60,13 @@ class Run:
     row: dict
 
 
+def trained_seconds(runs) -> list[float]:
+    """Each run's own wall time (training and evaluation epochs), for the compute lines: runs without one
+    (NaN) and runs adopted from another experiment (`reused_from`: trained once, counted there) are left out."""
+    return [r.row["wall_s"] for r in runs if isinstance(r.row.get("wall_s"), float)
+            and not math.isnan(r.row["wall_s"]) and not r.row.get("reused_from")]
+
+
 @dataclass
 class ReportData:
     spec: Spec

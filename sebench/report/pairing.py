@@ -12,14 +12,13 @@ else changed with it).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 from sebench.errors import UserError, choice_error
 from sebench.report.build import tables_dir, write_table
 from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_label,
-                                 seeds_label)
+                                 seeds_label, trained_seconds)
 from sebench.report.stats import INTERVAL_METHOD, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
@@ -60,9 +59,7 @@ def recipe_differences(a: ReportData, b: ReportData, combos: list[Combo]) -> dic
 
 
 def _minutes(data: ReportData, combo: Combo) -> Optional[float]:
-    walls = [r.row.get("wall_s") for r in data.runs(combo).values()
-             if isinstance(r.row.get("wall_s"), float) and not math.isnan(r.row["wall_s"])
-             and not r.row.get("reused_from")]
+    walls = trained_seconds(data.runs(combo).values())
     return sum(walls) / len(walls) / 60 if walls else None
 
 
@@ -124,8 +121,7 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
     if hardware_label(runs_a) != hardware_label(runs_b):
         footnotes.append("The two profiles' runs did not all train on the same hardware and threads: minutes per "
                          "run compare those as well as the recipes.")
-    total = sum(r.row["wall_s"] for r in runs_a + runs_b if isinstance(r.row.get("wall_s"), float)
-                and not math.isnan(r.row["wall_s"]))
+    total = sum(trained_seconds(runs_a + runs_b))
     footnotes.append(f"Compute behind this table: {duration(total)} over {len(runs_a) + len(runs_b)} runs.")
     title = f"{spec.title}: `{profile}` paired with `{against}`"
     return Table(name=f"{spec.name}_vs_{against}", title=title, profile=profile, header=header, columns=columns,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, ReportData, data_label, duration,
-                                 fmt_num, hardware_label, profile_caveat, seeds_label, unique)
+                                 fmt_num, hardware_label, profile_caveat, seeds_label, trained_seconds, unique)
 from sebench.report.stats import (INCONCLUSIVE, INTERVAL_METHOD, NO_CLAIM, NOT_REPRODUCED, REPRODUCED,
                                   PairedDelta, by_seed, mean_std, paired_delta, verdict)
 
@@ -288,8 +288,7 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
     epochs = ", ".join(fmt_num(v) for v in unique(r.row.get("epochs") for r in runs)) or "-"
     batch = ", ".join(fmt_num(v) for v in unique(r.row.get("batch_size") for r in runs)) or "-"
     reused = [r for r in runs if r.row.get("reused_from")]  # trained once, for another experiment
-    wall = [r.row.get("wall_s") for r in runs if isinstance(r.row.get("wall_s"), float)
-            and not math.isnan(r.row["wall_s"]) and not r.row.get("reused_from")]
+    wall = trained_seconds(runs)
     total = sum(wall)
     seconds = f" ({total:.0f} s)" if total >= 90 else ""
     compute = (f"{duration(total)}{seconds} over {len(wall)} finished runs (sum of wall_s: training and "
