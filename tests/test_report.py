@@ -338,6 +338,19 @@ def test_report_all_builds_an_index(cifar_store):
     assert "tiny_cifar" not in absent
 
 
+def test_report_all_without_plots_keeps_the_index_links_to_earlier_plots(cifar_store):
+    spec, spec_path, results = cifar_store
+    plots = results / "quick" / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for name in ("tiny_cifar_curves.png", "tiny_cifar_curves.svg", "tiny_cifar_extra_curves.png"):
+        (plots / name).write_bytes(b"png")  # the last one belongs to no plot kind of this spec
+    reports = report_all("quick", results, spec_path.parent, plots=False, log=lambda s: None)
+    assert reports[0].plots == []  # nothing written, so nothing for the CLI to list or W&B to mirror
+    row = next(line for line in (results / "quick" / "tables" / "README.md").read_text().splitlines()
+               if line.startswith("| [tiny_cifar]"))
+    assert row.endswith("| [curves](../plots/tiny_cifar_curves.png) |")
+
+
 def test_throughput_plot_keeps_one_machine(tmp_path):
     """Speeds from two machines are not comparable: the plot keeps the machine with most runs and says
     which runs it left out; the tables still use every run."""

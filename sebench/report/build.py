@@ -111,10 +111,13 @@ def write_index(reports: list[SpecReport], profile: str, results: str | Path,
              "| spec | title | runs finished / planned | failed | " + " | ".join(v for v in VERDICTS)
              + " | plots |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | --- |"]
+    from sebench.report.plots import existing_plots
     for rep in reports:
         t = rep.table
+        # --no-plots writes none: link the ones an earlier report left, so the index does not lose them
+        shown = rep.plots or existing_plots(rep.spec.name, plots_dir(results, profile))
         plots = ", ".join(f"[{p.stem.removeprefix(rep.spec.name + '_')}](../plots/{p.name})"
-                          for p in rep.plots if p.suffix == ".png") or "-"
+                          for p in shown if p.suffix == ".png") or "-"
         lines.append(f"| [{rep.spec.name}]({rep.spec.name}.md) | {t.title.replace('|', '/')} | "
                      f"{t.n_finished} / {t.n_planned} | {t.n_failed} | "
                      + " | ".join(str(t.verdicts.get(v, 0)) for v in VERDICTS) + f" | {plots} |")

@@ -379,6 +379,15 @@ def plot_reduction(data: ReportData, out_dir: Path) -> list[Path]:
                    f"{data.spec.name}_reduction")
 
 
+PLOT_KINDS = ("throughput", "curves", "reduction")  # file name suffixes, in plot_spec's order
+
+
+def existing_plots(spec_name: str, out_dir: str | Path) -> list[Path]:
+    """The plots an earlier report wrote for `spec_name` (kept by `report --no-plots`)."""
+    return [p for kind in PLOT_KINDS for ext in ("png", "svg")
+            if (p := Path(out_dir) / f"{spec_name}_{kind}.{ext}").is_file()]
+
+
 def plot_spec(data: ReportData, out_dir: str | Path) -> list[Path]:
     """Every plot that `data` supports; [] when it has no finished runs."""
     out_dir = Path(out_dir)
