@@ -165,15 +165,20 @@ def cmd_plan(args) -> int:
     for row in rows:
         if row.run.run_id in sources:
             row.status = "reusable"
+    measured = {}
     if args.estimate:
-        from sebench.runner import estimate_seconds
+        from sebench.runner import estimate_seconds, measured_seconds
+        measured = measured_seconds(rows, device=args.device)
         for row in rows:
             if row.status != "reusable":
-                row.est_seconds = estimate_seconds(row.run, device=args.device)
+                row.est_seconds = (measured[row.run.run_id][0] if row.run.run_id in measured
+                                   else estimate_seconds(row.run, device=args.device))
     table = []
     for row in rows:
         labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
         est = "-" if row.est_seconds is None else duration(row.est_seconds)
+        if row.run.run_id in measured and row.est_seconds is not None:
+            est += f" (m{measured[row.run.run_id][1]})"
         source = sources.get(row.run.run_id)
         status = f"reusable: {source.parent.name}/{source.name}" if source else row.status
         table.append([row.run.run_id, labels or "(base)", row.run.seed, row.run.model.name,
@@ -196,8 +201,12 @@ def cmd_plan(args) -> int:
                  f"{duration(sum(known))}")
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
-        if known:
+        if any(r.run.run_id not in measured for r in todo if r.est_seconds is not None):
             line += cpu_busy_note(args.device)
+        if measured:
+            from sebench.bench import device_name
+            line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
+                     f"{device_name(resolve_device_name(args.device))}, at the threads and load they had")
     print(line)
     print(f"store: {results / 'runs' / spec.name}")
     return 0

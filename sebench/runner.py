@@ -167,6 +167,36 @@ def resolve_device_name(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def measured_seconds(rows: list[PlanRow], device: str = "auto") -> dict[str, tuple[float, int]]:
+    """{run_id: (median wall_s, n)} for each row whose recipe, seed aside, has n finished runs in its store
+    folder that trained on this device model (env.json device_name). What a run really took here, at the
+    threads and beside whatever load it had, where the calibration guesses from a few seconds of steps on
+    the cores free at that moment. Runs adopted from another experiment (`reused_from`) are left out."""
+    import statistics
+
+    from sebench.bench import device_name
+    from sebench.store import read_finished_run
+
+    here = device_name(resolve_device_name(device))
+
+    def recipe(rc: RunConfig) -> str:
+        return json.dumps({k: v for k, v in rc.identity().items() if k != "seed"}, sort_keys=True)
+
+    walls: dict[str, list[float]] = {}
+    for folder in {row.directory.parent for row in rows}:
+        for d in sorted(folder.glob("*/summary.json")):
+            try:
+                cfg, _, summary, _ = read_finished_run(d.parent)
+                env = json.loads((d.parent / "env.json").read_text())
+            except (UserError, OSError, json.JSONDecodeError):
+                continue  # unfinished, damaged or foreign: no measurement
+            wall = summary.get("wall_s")
+            if isinstance(wall, (int, float)) and wall > 0 and not summary.get("reused_from") \
+                    and env.get("device_name") == here:
+                walls.setdefault(recipe(cfg), []).append(float(wall))
+    return {row.run.run_id: (statistics.median(w), len(w)) for row in rows if (w := walls.get(recipe(row.run)))}
+
+
 def estimate_seconds(rc: RunConfig, device: str = "auto") -> Optional[float]:
     """Rough time for a run: epochs x (train images x model MACs / measured training rate, plus the test
     pass at a third of the training cost per image). None when the data set's size is not fixed."""

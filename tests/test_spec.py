@@ -247,6 +247,45 @@ def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu
     assert "measured while the CPU was busy, load 2.4 on 2 cores: too high" in capsys.readouterr().out
 
 
+def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tmp_path, capsys, monkeypatch):
+    """A row whose recipe (seed aside) already finished here is estimated by those runs' median wall time,
+    not by the calibration; runs on another device model, adopted runs and other recipes do not count."""
+    import json
+
+    import yaml
+
+    from sebench import runner
+    from sebench.bench import cpu_name
+
+    spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
+    runs, _ = expand(load_spec(spec), "full40")  # 5 seeds
+    plain = [r for r in runs if not r.model.se]
+    se = next(r for r in runs if r.model.se)
+
+    def finished(rc, wall, device=cpu_name(), **extra):
+        d = tmp_path / "runs" / rc.experiment / rc.run_id
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}))
+        (d / "env.json").write_text(json.dumps({"device_name": device}))
+        (d / "summary.json").write_text(json.dumps({"status": "finished", "wall_s": wall, **extra}))
+
+    finished(plain[0], 100.0)
+    finished(plain[1], 300.0)
+    finished(plain[2], 9000.0, reused_from="other/abc")  # trained once, for another experiment
+    finished(se, 5000.0, device="Some Other CPU")  # another machine's time says nothing about this one
+    rows, _ = runner.plan(load_spec(spec), "full40", tmp_path)
+    measured = runner.measured_seconds(rows, device="cpu")
+    assert {rid: m for rid, m in measured.items()} == {r.run_id: (200.0, 2) for r in plain}
+    assert se.run_id not in measured
+
+    monkeypatch.setattr(runner, "_training_rate", lambda device: 1e12)  # no measurement in the test
+    assert main(["plan", str(spec), "--profile", "full40", "--results", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(plain[-1].run_id))
+    assert "missing" in line and "3.3 min (m2)" in line
+    assert "(mN): median wall time of the N finished runs" in out
+
+
 def test_a_sweep_runs_seed_major_so_a_partial_table_stays_paired(tmp_path):
     from sebench.runner import parse_only, plan
 
