@@ -52,6 +52,7 @@ def test_analyze_run_writes_outputs_and_verifies_the_checkpoint(trained, tmp_pat
     assert result.classes == ["frog", "airplane", "dog", "truck"]
     for part in (DATA_LABEL, "resnet20", summary["run_id"], "1 epoch"):
         assert part in result.label
+    assert result.label.endswith(f"\ntrained on {summary['device_name']} (cpu, 1 thread)")  # fp32: no autocast
     stats = ExcitationStats.read_csv(result.paths["stats_csv"])
     assert stats.blocks == TAGS and sum(stats.counts().values()) == 100  # every block for the depth plots
     report = json.loads(result.paths["report_json"].read_text())

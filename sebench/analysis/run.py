@@ -205,12 +205,21 @@ class _Scored:
         self._handle.remove()
 
 
-def caption(label: str, cfg, run_id: str) -> str:
-    """The line every figure carries: data variant, model and SE settings, run id, epochs, profile."""
+def caption(label: str, cfg, run_id: str, summary: Optional[dict] = None) -> str:
+    """The lines every figure carries: data variant, model and SE settings, run id, epochs, profile; and,
+    from the run's summary, the hardware and precision it trained on."""
     se = (cfg.model.se.short() if cfg.model.se is not None else
           f"SE surgery (min {cfg.model.surgery.min_channels} ch)" if cfg.model.surgery is not None else "no SE")
-    return (f"{label} | {cfg.model.name}, {se} | run {run_id} ({cfg.experiment}, seed {cfg.seed}, "
+    text = (f"{label} | {cfg.model.name}, {se} | run {run_id} ({cfg.experiment}, seed {cfg.seed}, "
             f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, {cfg.profile} profile)")
+    if summary and summary.get("device_name"):
+        threads = summary.get("threads")
+        where = summary.get("device") or "?"
+        if where == "cpu" and isinstance(threads, int):
+            where += f", {threads} thread{'' if threads == 1 else 's'}"
+        amp = summary.get("amp")
+        text += f"\ntrained on {summary['device_name']} ({where}){f', {amp} autocast' if amp not in (None, 'off') else ''}"
+    return text
 
 
 def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union[int, str]]] = None,
@@ -272,7 +281,7 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
         if loaders.label != summary.get("dataset"):
             warnings.warn(f"the run was trained on {summary.get('dataset')!r}, the data found here is "
                           f"{loaders.label!r}", RuntimeWarning, stacklevel=2)
-        label = caption(loaders.label, cfg, run_id)
+        label = caption(loaders.label, cfg, run_id, summary)
         say(f"recording excitations of {len(panel)} panel blocks (and every SE block for the depth "
             f"plots) over {loaders.num_test} test images on {dev}")
         scored = _Scored(loaders.test, model, progress)
