@@ -218,7 +218,8 @@ def caption(label: str, cfg, run_id: str, summary: Optional[dict] = None) -> str
         if where == "cpu" and isinstance(threads, int):
             where += f", {threads} thread{'' if threads == 1 else 's'}"
         amp = summary.get("amp")
-        text += f"\ntrained on {summary['device_name']} ({where}){f', {amp} autocast' if amp not in (None, 'off') else ''}"
+        precision = f", {amp} autocast" if amp not in (None, "off") else ""
+        text += f"\ntrained on {summary['device_name']} ({where}){precision}"
     return text
 
 
