@@ -232,6 +232,16 @@ SPEED_FILE = "speed.json"
 PROGRESS_FILE = ".progress.json"
 
 
+def hardware_text(device_name: Optional[str], device: Optional[str], threads=None) -> str:
+    """How tables and figures name where a run trained, from its records: 'Intel Xeon (cpu, 1 thread)'.
+    `threads` may be read back from runs.csv as a float; it is shown for CPUs only."""
+    where = device or "?"
+    if where == "cpu" and isinstance(threads, (int, float)) and threads == threads:  # not NaN
+        n = int(threads) if float(threads).is_integer() else threads
+        where += f", {n} thread{'' if n == 1 else 's'}"
+    return f"{device_name or 'unknown device'} ({where})"
+
+
 def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
     """(run directory, summary) for every run under <root>/runs that has a readable summary."""
     for path in sorted(Path(root).glob("runs/*/*/summary.json")):

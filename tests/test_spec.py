@@ -275,7 +275,7 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
     finished(se, 5000.0, device="Some Other CPU")  # another machine's time says nothing about this one
     rows, _ = runner.plan(load_spec(spec), "full40", tmp_path)
     measured = runner.measured_seconds(rows, device="cpu")
-    assert {rid: m for rid, m in measured.items()} == {r.run_id: (200.0, 2) for r in plain}
+    assert measured == {r.run_id: (200.0, 2) for r in plain}
     assert se.run_id not in measured
 
     monkeypatch.setattr(runner, "_training_rate", lambda device: 1e12)  # no measurement in the test

@@ -28,6 +28,7 @@ from sebench.analysis.excitation import (DEFAULT_THRESHOLD, BlockSpec, Excitatio
 from sebench.errors import UserError
 from sebench.layers.se import se_modules
 from sebench.progress import Board
+from sebench.store import hardware_text
 
 PathLike = Union[str, Path]
 OUT_DIR = "analysis"
@@ -213,13 +214,10 @@ def caption(label: str, cfg, run_id: str, summary: Optional[dict] = None) -> str
     text = (f"{label} | {cfg.model.name}, {se} | run {run_id} ({cfg.experiment}, seed {cfg.seed}, "
             f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, {cfg.profile} profile)")
     if summary and summary.get("device_name"):
-        threads = summary.get("threads")
-        where = summary.get("device") or "?"
-        if where == "cpu" and isinstance(threads, int):
-            where += f", {threads} thread{'' if threads == 1 else 's'}"
         amp = summary.get("amp")
         precision = f", {amp} autocast" if amp not in (None, "off") else ""
-        text += f"\ntrained on {summary['device_name']} ({where}){precision}"
+        where = hardware_text(summary["device_name"], summary.get("device"), summary.get("threads"))
+        text += f"\ntrained on {where}{precision}"
     return text
 
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 from sebench.errors import UserError
 from sebench.spec import RunConfig, Spec, SweepAxis, SweepValue, expand, profile_axes
-from sebench.store import SPEED_COLUMNS
+from sebench.store import SPEED_COLUMNS, hardware_text
 
 # Our metric names (spec.source.metrics keys) -> (header, runs.csv column, conversion, decimals, kind).
 # kind "quality": measured per seed, gets paired deltas and verdicts; "cost": counted (params, FLOPs).
@@ -324,14 +324,7 @@ def fmt_num(v: float) -> str:
 
 
 def hardware_label(runs: list[Run]) -> str:
-    items = []
-    for r in runs:
-        threads = r.row.get("threads")
-        dev = r.row.get("device") or "?"
-        extra = ""
-        if dev == "cpu" and isinstance(threads, float) and not math.isnan(threads):
-            extra = f", {fmt_num(threads)} thread{'' if threads == 1 else 's'}"
-        items.append(f"{r.row.get('device_name') or 'unknown device'} ({dev}{extra})")
+    items = [hardware_text(r.row.get("device_name"), r.row.get("device"), r.row.get("threads")) for r in runs]
     return "; ".join(unique(items)) or "unknown (no finished runs)"
 
 
