@@ -177,6 +177,7 @@ class _Run:
     directory: Path
     slot: Optional[int] = None
     since: Optional[float] = None  # wall time the run was handed to a worker
+    fresh: bool = False  # trains from epoch 1: an earlier attempt's epoch log is about to be discarded
     records: list = field(default_factory=list)  # metrics.jsonl as last read
     announced: int = 0  # epochs of this attempt already printed
     beat: dict = field(default_factory=dict)  # the heartbeat as last read, if it is of the current epoch
@@ -204,12 +205,14 @@ class SweepProgress:
     def above(self, log: Callable[[str], None]) -> Callable[[str], None]:
         return self.board.above(log)
 
-    def started(self, run_id: str, slot: int) -> None:
+    def started(self, run_id: str, slot: int, *, fresh: bool = False) -> None:
+        """`fresh`: the run has no checkpoint, so it trains from epoch 1 and the fit discards any epochs an
+        earlier attempt logged; until it does, they must not show as this attempt's progress or pace."""
         if not self.board.enabled:
             return
         with self.board.lock:
             run = self.runs[run_id]
-            run.slot, run.since, run.announced = slot, time.time(), 0
+            run.slot, run.since, run.announced, run.fresh = slot, time.time(), 0, fresh
             self._read(run)
         self.poll()
 
@@ -245,6 +248,8 @@ class SweepProgress:
     # ---- reading ----
     def _read(self, run: _Run) -> None:
         run.records = read_jsonl(run.directory / "metrics.jsonl")
+        if run.fresh:
+            run.records = self._fresh(run)
         beat = read_progress(run.directory)
         current = (run.records[-1]["epoch"] + 1) if run.records else 1
         run.beat = beat if beat.get("epoch") == current and beat.get("time", 0) >= (run.since or 0) else {}

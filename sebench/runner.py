@@ -76,9 +76,14 @@ def run_status(directory: Path) -> str:
             return status
     if _lock_holder_alive(directory):
         return "locked"
-    if (directory / "ckpt").is_dir() and any((directory / "ckpt").glob("*.pt")):
+    if has_checkpoint(directory):
         return "partial"
     return "missing"
+
+
+def has_checkpoint(directory: Path) -> bool:
+    """Whether the run resumes (from its last epoch checkpoint) rather than training from epoch 1."""
+    return (directory / "ckpt").is_dir() and any((directory / "ckpt").glob("*.pt"))
 
 
 def parse_only(items: Optional[list[str]], spec: Spec, profile: str) -> dict[str, set[str]]:
@@ -578,7 +583,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
 
     def begin(rc: RunConfig, status: str, slot: int) -> None:
         log(f"--> {rc.run_id}  {_labels(rc.labels)} seed {rc.seed} ({status})")
-        watch.started(rc.run_id, slot)
+        watch.started(rc.run_id, slot, fresh=not has_checkpoint(directories[rc.run_id]))
 
     def end(rc: RunConfig, outcome: str, detail: str) -> None:
         watch.ended(rc.run_id, outcome)

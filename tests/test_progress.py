@@ -82,6 +82,24 @@ def test_sweep_progress_reads_epochs_and_heartbeats(tmp_path):
     assert "sweep: 1/3 runs | 1 running, 1 left, 1 failed, ETA" in text.splitlines()[-2]
 
 
+def test_a_run_restarted_without_its_checkpoint_hides_the_earlier_attempts_epochs(tmp_path):
+    """A run folder whose checkpoint is gone (a fresh machine) still holds the old attempt's epoch log
+    until the fit rewrites it: the board must say epoch 1 starting, not the old attempt's epoch and error."""
+    a = tmp_path / "a"
+    for epoch in (1, 2, 3):
+        append_jsonl(a / "metrics.jsonl", _record(epoch, time=time.time() - 100))
+    out = io.StringIO()
+    watch = SweepProgress("sweep", [("a", "run a", 4, a)], jobs=1, stream=out, terminal=False, interval=0)
+    watch.started("a", 0, fresh=True)
+    watch.poll()
+    assert "[1] run a: 0% | epoch 1/4 starting" in out.getvalue()
+    assert "test err" not in out.getvalue()
+    resumed = SweepProgress("sweep", [("a", "run a", 4, a)], jobs=1, stream=io.StringIO(), terminal=False,
+                            interval=0)
+    resumed.started("a", 0)  # with a checkpoint the old epochs are this run's own
+    assert resumed.eta() == 10.0
+
+
 def _env() -> dict:
     return child_env(OMP_NUM_THREADS="1", SEBENCH_PROGRESS_INTERVAL="0.5")
 
