@@ -165,18 +165,24 @@ def cmd_plan(args) -> int:
     for row in rows:
         if row.run.run_id in sources:
             row.status = "reusable"
+    # Runs this device would refuse (amp bf16 on a CPU without native bf16): `sebench run` stops on them.
+    from sebench.runner import amp_refusal
+    refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
+               and (exc := amp_refusal(row.run, args.device))}
     measured = {}
     if args.estimate:
         from sebench.runner import estimate_seconds, measured_seconds
         measured = measured_seconds(rows, device=args.device)
         for row in rows:
-            if row.status != "reusable":
+            if row.status != "reusable" and row.run.run_id not in refused:
                 row.est_seconds = (measured[row.run.run_id][0] if row.run.run_id in measured
                                    else estimate_seconds(row.run, device=args.device))
     table = []
     for row in rows:
         labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
         est = "-" if row.est_seconds is None else duration(row.est_seconds)
+        if row.run.run_id in refused:
+            est = f"refused here (amp {row.run.amp})"
         if row.run.run_id in measured and row.est_seconds is not None:
             est += f" (m{measured[row.run.run_id][1]})"
         source = sources.get(row.run.run_id)
@@ -195,10 +201,11 @@ def cmd_plan(args) -> int:
     line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
     if args.estimate:
         from sebench.runner import cpu_busy_note, resolve_device_name
-        todo = [r for r in rows if r.status not in ("finished", "reusable")]
+        todo = [r for r in rows if r.status not in ("finished", "reusable") and r.run.run_id not in refused]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
-        line += (f"; estimated time to finish on {resolve_device_name(args.device)}, one run at a time: "
-                 f"{duration(sum(known))}")
+        if todo or not refused:
+            line += (f"; estimated time to finish on {resolve_device_name(args.device)}, one run at a time: "
+                     f"{duration(sum(known))}")
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
         if any(r.run.run_id not in measured for r in todo if r.est_seconds is not None):
@@ -207,6 +214,10 @@ def cmd_plan(args) -> int:
             from sebench.bench import device_name
             line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
                      f"{device_name(resolve_device_name(args.device))}, at the threads and load they had")
+    if refused:
+        exc = next(iter(refused.values()))
+        line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "
+                 f"`sebench run` stops before training any")
     print(line)
     print(f"store: {results / 'runs' / spec.name}")
     return 0

@@ -489,6 +489,31 @@ def check_data_parallel(runs: list[RunConfig], world_size: int, device: str = "a
                         field="execution.sync_bn", fix="leave --sync-bn out for CPU runs")
 
 
+def amp_refusal(rc: RunConfig, device: str = "auto") -> Optional[UserError]:
+    """Why this device would refuse the run's autocast dtype (fit.resolve_amp: e.g. bf16 on a CPU without
+    native bf16), or None when it takes it."""
+    if rc.amp == "off":
+        return None
+    import torch
+
+    from sebench.engine.fit import resolve_amp
+    try:
+        resolve_amp(rc.amp, torch.device(resolve_device_name(device)))
+    except UserError as exc:
+        return exc
+    return None
+
+
+def check_amp(runs: list[RunConfig], where: str) -> None:
+    """Before launching: fit refuses an autocast dtype this device does not compute natively, run by run;
+    checking first gives one message for the sweep instead of a failure per run."""
+    refused = [(rc, exc) for rc in runs if (exc := amp_refusal(rc, rc.execution.device))]
+    if refused:
+        rc, exc = refused[0]
+        raise UserError(f"{len(refused)} of the {len(runs)} runs to do ask for amp {rc.amp!r}: {exc.message}",
+                        where=where, field="amp", fix=exc.fix)
+
+
 def _cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -572,6 +597,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
                               download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
+    check_amp(configs, where=spec.path)
     start = time.time()
     reported = [0]
     directories = {r.run.run_id: r.directory for r in todo}

@@ -286,6 +286,33 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
     assert "(mN): median wall time of the N finished runs" in out
 
 
+def test_bf16_runs_on_a_cpu_without_native_bf16_are_flagged_by_plan_and_stopped_by_run(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """On a CPU without avx512_bf16/amx_bf16 fit refuses amp bf16 run by run; plan marks those rows and
+    leaves them out of the estimate, and run stops with one message before training or writing anything."""
+    import importlib
+
+    from sebench import runner
+    from sebench.errors import UserError
+
+    fit = importlib.import_module("sebench.engine.fit")  # the module (sebench.engine.fit is also a function)
+    spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
+    monkeypatch.setattr(fit, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(runner, "_training_rate", lambda device: 1e12)
+    assert main(["plan", str(spec), "--profile", "full40_bf16", "--results", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("refused here (amp bf16)") == 10
+    assert "10 runs cannot run on this machine: amp 'bf16' on this CPU would be emulated" in out
+    assert "estimated time" not in out
+    with pytest.raises(UserError, match=r"10 of the 10 runs to do ask for amp 'bf16'.*no avx512_bf16"):
+        runner.run_sweep(load_spec(spec), "full40_bf16", tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / "runs" / "cifar10_se_vs_baseline").exists() or \
+        not any((tmp_path / "runs" / "cifar10_se_vs_baseline").iterdir())
+    monkeypatch.setattr(fit, "cpu_bf16_flag", lambda: "avx512_bf16")  # a CPU that has it: nothing refused
+    assert main(["plan", str(spec), "--profile", "full40_bf16", "--results", str(tmp_path), "--device", "cpu"]) == 0
+    assert "refused" not in capsys.readouterr().out
+
+
 def test_a_sweep_runs_seed_major_so_a_partial_table_stays_paired(tmp_path):
     from sebench.runner import parse_only, plan
 
