@@ -367,7 +367,15 @@ def test_throughput_plot_keeps_one_machine(tmp_path):
     rep = report_spec(spec, "quick", results)
     svg = next(p for p in rep.plots if p.name == "tiny_cifar_throughput.svg").read_text()
     assert "left out: the runs on Fast CPU" in svg.replace("\n", " ")
-    assert "Fast CPU" in rep.markdown_path.read_text()  # the table's hardware line names both
+    md = rep.markdown_path.read_text()
+    assert "Fast CPU" in md.split("- **Recipe:**")[0]  # the table's hardware line names both
+    note = next(line for line in md.splitlines() if "Trained on more than one machine" in line)
+    assert "Fast CPU (cpu, 2 threads): ResNet-110 / original (seed 0), ResNet-164 / original (seed 0);" in note
+    assert "ResNet-110 / SENet (seeds 0, 1, 2)" in note  # who trained where, each cell once
+    assert note.count("Fast CPU") == 1 and "Test CPU (cpu, 2 threads): " in note
+    (tmp_path / "one").mkdir()
+    one = make_store(tmp_path / "one", TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS)
+    assert "more than one machine" not in report_spec(one[0], "quick", one[2]).markdown_path.read_text()
 
 
 def test_point_labels_stay_inside_their_panel_do_not_overlap_and_drop_glosses_the_legend_holds():

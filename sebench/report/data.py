@@ -324,8 +324,29 @@ def fmt_num(v: float) -> str:
 
 
 def hardware_label(runs: list[Run]) -> str:
-    items = [hardware_text(r.row.get("device_name"), r.row.get("device"), r.row.get("threads")) for r in runs]
+    items = [run_hardware(r) for r in runs]
     return "; ".join(unique(items)) or "unknown (no finished runs)"
+
+
+def run_hardware(run: Run) -> str:
+    return hardware_text(run.row.get("device_name"), run.row.get("device"), run.row.get("threads"))
+
+
+def hardware_by_cell(data: ReportData) -> Optional[str]:
+    """Which cells (labels and seeds) trained on which machine, when the table's runs span several (the
+    header lists them, not who ran where); None when one machine trained them all."""
+    cells: dict[str, dict[str, list]] = {}
+    for combo in data.combos:
+        for seed, run in sorted(data.runs(combo).items()):
+            cells.setdefault(run_hardware(run), {}).setdefault(data.short_label(combo), []).append(seed)
+    if len(cells) < 2:
+        return None
+
+    def seeds_text(seeds: list) -> str:
+        return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(fmt_num(s) for s in seeds)
+
+    return "; ".join(f"{hw}: " + ", ".join(f"{label} ({seeds_text(seeds)})" for label, seeds in by_label.items())
+                     for hw, by_label in cells.items())
 
 
 def data_label(runs: list[Run]) -> str:

@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, ReportData, data_label, duration,
-                                 fmt_num, hardware_label, profile_caveat, seeds_label, trained_seconds, unique)
+from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, ReportData, data_label, duration, fmt_num,
+                                 hardware_by_cell, hardware_label, profile_caveat, seeds_label, trained_seconds,
+                                 unique)
 from sebench.report.stats import (INCONCLUSIVE, INTERVAL_METHOD, NO_CLAIM, NOT_REPRODUCED, REPRODUCED,
                                   PairedDelta, by_seed, mean_std, paired_delta, verdict)
 
@@ -380,6 +381,9 @@ def _footnotes(data: ReportData, metrics: list[str]) -> list[str]:
             parts = [f"seed {s} " + ("failed" if s in failed_seeds.get(combo, ()) else "not run") for s in missing]
             notes.append(f"Missing for {data.label_text(combo)}: {', '.join(parts)}; the cells hold the "
                          "seeds that finished (their n says how many).")
+    if (where := hardware_by_cell(data)) is not None:
+        notes.append(f"Trained on more than one machine (their speeds and wall times differ; each run's env.json "
+                     f"names its own): {where}.")
     notes += data.notes
     return notes
 
