@@ -517,7 +517,8 @@ profiles:
 def test_paired_profiles_give_per_row_deltas_and_name_what_differs(tmp_path, capsys):
     fp32 = {("original",): {0: 10.0, 1: 10.5, 2: 9.0}, ("SENet",): {0: 9.0, 1: 9.4}}
     bf16 = {("original",): {0: 9.0, 1: 10.0, 2: 9.5}, ("SENet",): {1: 9.9}}
-    make_store(tmp_path, TINY_PAIRS, "tiny_pairs", fp32, profile="fp32")
+    make_store(tmp_path, TINY_PAIRS, "tiny_pairs", fp32, profile="fp32",
+               per_run=lambda rc: {"device_name": "Other CPU" if rc.seed == 2 else "Test CPU"})
     _, spec_path, results = make_store(tmp_path, TINY_PAIRS, "tiny_pairs", bf16, profile="bf16")
     assert main(["report", str(spec_path), "--profile", "bf16", "--paired-with", "fp32",
                  "--results", str(results)]) == 0
@@ -526,6 +527,9 @@ def test_paired_profiles_give_per_row_deltas_and_name_what_differs(tmp_path, cap
     assert f"tiny_pairs_vs_fp32: {tables / 'tiny_pairs_vs_fp32.md'}" in out
     md = (tables / "tiny_pairs_vs_fp32.md").read_text()
     assert "- **Differs in:** amp: 'bf16' vs 'off'" in md  # the one recipe change, read from the configs
+    assert "`fp32` trained on more than one machine: Test CPU (cpu, 2 threads): original (seeds 0, 1), SENet " \
+           "(seeds 0, 1); Other CPU (cpu, 2 threads): original (seed 2)." in md
+    assert "`bf16` trained on more than one machine" not in md
     rows = {r["row"]: r for r in read_csv(tables / "tiny_pairs_vs_fp32.csv")}
     # original: bf16 - fp32 per seed = -1.0, -0.5, +0.5
     diffs = [-1.0, -0.5, 0.5]

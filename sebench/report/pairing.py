@@ -17,8 +17,8 @@ from typing import Optional
 
 from sebench.errors import UserError, choice_error
 from sebench.report.build import tables_dir, write_table
-from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_label,
-                                 seeds_label, trained_seconds)
+from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_by_cell,
+                                 hardware_label, seeds_label, trained_seconds)
 from sebench.report.stats import INTERVAL_METHOD, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
@@ -121,6 +121,9 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
     if hardware_label(runs_a) != hardware_label(runs_b):
         footnotes.append("The two profiles' runs did not all train on the same hardware and threads: minutes per "
                          "run compare those as well as the recipes.")
+    for name, side in ((profile, a), (against, b)):
+        if (where := hardware_by_cell(side)) is not None:
+            footnotes.append(f"`{name}` trained on more than one machine: {where}.")
     total = sum(trained_seconds(runs_a + runs_b))
     footnotes.append(f"Compute behind this table: {duration(total)} over {len(runs_a) + len(runs_b)} runs.")
     title = f"{spec.title}: `{profile}` paired with `{against}`"
