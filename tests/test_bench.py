@@ -44,3 +44,24 @@ def test_latency_and_benchmark_record_their_settings():
     assert b["params"] == count_params(net) and b["flops"] == count_flops(net, (3, 8, 8))
     assert b["train"]["batch_size"] == b["infer"]["batch_size"] == 4
     assert b["latency"]["batch_size"] == 1 and b["torch"] == torch.__version__ and b["device_name"]
+
+
+def test_loader_benchmark_refuses_emulated_bf16_with_one_message(monkeypatch, capsys):
+    """benchmarks/loader_vs_reference.py --amp bf16 on a CPU without native bf16 stops before loading
+    anything: the suite refuses such runs, and an emulated arm would time the emulation."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loader_vs_reference.py"
+    spec = importlib.util.spec_from_file_location("loader_vs_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(module, "load_arrays", lambda *a, **k: pytest.fail("loaded data before refusing"))
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--amp", "bf16", "--device", "cpu", "--data-path", "/nonexistent"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == 1 and "drop --amp bf16" in err

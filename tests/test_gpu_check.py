@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sebench.engine.env import cpu_bf16_flag
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +37,9 @@ def test_gpu_check_dry_run_writes_every_output(tmp_path):
     assert "skipped" in (out / "pytest_cuda.log").read_text()  # no CUDA here: the CUDA tests skip
     bench = (out / "bench.log").read_text()
     assert bench.count("sebench SE overhead (amp ") == 2 and bench.count("\nspeedup: ") == 2, bench
+    loop_amp = "bf16" if cpu_bf16_flag() else "off"  # the loop benchmark refuses emulated bf16
+    assert bench.count("== loader_vs_reference.py --model resnet") == 2
+    assert bench.count(f"== loader_vs_reference.py --model resnet20 --amp {loop_amp}\n") == 1, bench
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = tar.getnames()
         summaries = [json.load(tar.extractfile(n)) for n in names if n.endswith("summary.json")]
