@@ -1,5 +1,10 @@
-"""Parameter and FLOP counts against hand counts; throughput/latency report what they measured."""
+"""Parameter and FLOP counts against hand counts; throughput/latency report what they measured; the loop
+benchmark refuses emulated bf16."""
 
+import importlib.util
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -49,11 +54,6 @@ def test_latency_and_benchmark_record_their_settings():
 def test_loader_benchmark_refuses_emulated_bf16_with_one_message(monkeypatch, capsys):
     """benchmarks/loader_vs_reference.py --amp bf16 on a CPU without native bf16 stops before loading
     anything: the suite refuses such runs, and an emulated arm would time the emulation."""
-    import importlib.util
-    from pathlib import Path
-
-    import pytest
-
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "loader_vs_reference.py"
     spec = importlib.util.spec_from_file_location("loader_vs_reference", path)
     module = importlib.util.module_from_spec(spec)
