@@ -214,10 +214,14 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="*", help="substrings of model names to keep (plus their plain pairs)")
     p.add_argument("--reference", action="store_true", help="also time sebench's unfused reference SE")
     p.add_argument("--amp", choices=list(AMP), default="off",
-                   help="autocast dtype of every configuration (bf16 on a CPU needs native bf16)")
+                   help="autocast dtype of every configuration (bf16 on a CPU needs native bf16: refused without)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 2, 32x32, 1 repeat, 1 iter, 1 warm-up")
     args = p.parse_args(argv)
+    if args.amp == "bf16" and torch.device(args.device).type == "cpu" and cpu_bf16_flag() is None:
+        # As the suite refuses bf16 runs here: an emulated bf16 arm would time the emulation, not SE.
+        p.error("--amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so bf16 autocast "
+                "would be emulated, slower than fp32; drop --amp bf16 here, or run on a CPU with the flag")
     if args.quick:
         args.batch_size, args.image_size, args.repeats, args.iters, args.warmup = 2, 32, 1, 1, 1
     return args

@@ -76,30 +76,30 @@ if [ $DRY = 0 ] && [ -n "${SEBENCH_CIFAR10_JPEG:-}" ]; then
 fi
 
 # 1. benchmarks first, on the quiet GPU (the mirror decodes on the CPU meanwhile)
-LOOP_AMP=bf16
+BENCH_AMPS=(off bf16)
 if [ $DRY = 1 ]; then
   SE_ARGS=(--quick --layouts channels_last --threads 1)
   LOOP_R20=(--train 200 --test 100 --epochs 1 --threads 1 --workers 0)
   LOOP_R110=(--train 100 --test 100 --epochs 1 --threads 1 --workers 0 --no-ceiling)
-  # The loop benchmark refuses bf16 on a CPU without native bf16 (it would time the emulation): the dry
-  # run keeps the bf16 arm where this CPU has the flag and times fp32 alone where it has not.
+  # Both benchmarks refuse bf16 on a CPU without native bf16 (they would time the emulation): the dry
+  # run keeps the bf16 arms where this CPU has the flag and times fp32 alone where it has not.
   $PY -c "from sebench.engine.env import cpu_bf16_flag as f; raise SystemExit(f() is None)" 2>/dev/null \
-    || LOOP_AMP=off
+    || BENCH_AMPS=(off)
 else
   SE_ARGS=(--layouts channels_last --batch-size 64 --repeats 7 --iters 3 --warmup 3)
   LOOP_R20=(--train 0 --test 0 --epochs 2 --workers 6)
   LOOP_R110=(--train 20000 --test 0 --epochs 1 --workers 6 --no-ceiling)
 fi
 has bench && {
-  for amp in off bf16; do
+  for amp in "${BENCH_AMPS[@]}"; do
     echo "== se_overhead.py --amp $amp"
     timeout 75 $PY benchmarks/se_overhead.py --models "sebench se_resnet50 (3x3)" "timm seresnet50" \
       --amp $amp "${SE_ARGS[@]}"
   done
   for model in resnet20 resnet110; do
-    echo "== loader_vs_reference.py --model $model --amp $LOOP_AMP"
+    echo "== loader_vs_reference.py --model $model --amp ${BENCH_AMPS[-1]}"
     args=("${LOOP_R20[@]}"); [ $model = resnet110 ] && args=("${LOOP_R110[@]}")
-    timeout 90 $PY benchmarks/loader_vs_reference.py --model $model --amp $LOOP_AMP "${args[@]}"
+    timeout 90 $PY benchmarks/loader_vs_reference.py --model $model --amp ${BENCH_AMPS[-1]} "${args[@]}"
   done
 } > "$OUT/bench.log" 2>&1
 has bench && say "1. benchmarks: $(grep -c '^sebench SE overhead\|^speedup' "$OUT/bench.log") result lines; $(grep '^sebench SE overhead\|^speedup' "$OUT/bench.log" | tr '\n' ';')"

@@ -1,5 +1,5 @@
-"""Parameter and FLOP counts against hand counts; throughput/latency report what they measured; the loop
-benchmark refuses emulated bf16."""
+"""Parameter and FLOP counts against hand counts; throughput/latency report what they measured; both
+benchmarks under benchmarks/ refuse emulated bf16."""
 
 import importlib.util
 from pathlib import Path
@@ -51,13 +51,18 @@ def test_latency_and_benchmark_record_their_settings():
     assert b["latency"]["batch_size"] == 1 and b["torch"] == torch.__version__ and b["device_name"]
 
 
+def _benchmark_module(name):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_loader_benchmark_refuses_emulated_bf16_with_one_message(monkeypatch, capsys):
     """benchmarks/loader_vs_reference.py --amp bf16 on a CPU without native bf16 stops before loading
     anything: the suite refuses such runs, and an emulated arm would time the emulation."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loader_vs_reference.py"
-    spec = importlib.util.spec_from_file_location("loader_vs_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module("loader_vs_reference")
     monkeypatch.setattr(module, "cpu_bf16_flag", lambda: None)
     monkeypatch.setattr(module, "load_arrays", lambda *a, **k: pytest.fail("loaded data before refusing"))
     with pytest.raises(SystemExit) as stop:
@@ -65,3 +70,18 @@ def test_loader_benchmark_refuses_emulated_bf16_with_one_message(monkeypatch, ca
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("no native bf16") == 1 and "drop --amp bf16" in err
+
+
+def test_se_overhead_benchmark_refuses_emulated_bf16_on_cpu_only(monkeypatch, capsys):
+    """benchmarks/se_overhead.py --amp bf16 on a CPU without native bf16 stops before building a model,
+    with one message; on a GPU the CPU's flags do not matter, and fp32 is never refused."""
+    module = _benchmark_module("se_overhead")
+    monkeypatch.setattr(module, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(module, "run", lambda *a, **k: pytest.fail("built models before refusing"))
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--amp", "bf16", "--device", "cpu", "--quick"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == 1 and "drop --amp bf16" in err
+    assert module.parse_args(["--amp", "bf16", "--device", "cuda"]).amp == "bf16"
+    assert module.parse_args(["--amp", "off", "--device", "cpu"]).amp == "off"
