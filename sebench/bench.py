@@ -47,12 +47,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The widest vector/matrix extension a CPU offers, strongest first. A VM's model name can hide the
+# generation ("AMD EPYC" was both an AVX2-only part and an AVX-512 one twice as fast here), and the
+# extension decides which oneDNN kernels run, so the device name carries it.
+CPU_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_isa(cpuinfo: Optional[str] = None) -> Optional[str]:
+    """The first of CPU_ISAS among the CPU's flags (/proc/cpuinfo unless given), or None."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return next((isa for isa in CPU_ISAS if isa in flags), None)
+
+
 def device_name(device: torch.device | str) -> str:
+    """The GPU's name, or the CPU's model name with its widest extension, e.g. 'AMD EPYC [avx512_bf16]'
+    (records before 2026-12-02 have the model name alone)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        return cpu_name()
+        isa = cpu_isa()
+        return f"{cpu_name()} [{isa}]" if isa else cpu_name()
     return device.type
 
 

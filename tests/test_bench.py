@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sebench.bench import benchmark, count_flops, count_params, measure_latency, measure_throughput
+from sebench.bench import (benchmark, count_flops, count_params, cpu_isa, cpu_name, device_name, measure_latency,
+                           measure_throughput)
 
 
 def test_count_params_known_module():
@@ -85,3 +86,19 @@ def test_se_overhead_benchmark_refuses_emulated_bf16_on_cpu_only(monkeypatch, ca
     assert err.count("no native bf16") == 1 and "drop --amp bf16" in err
     assert module.parse_args(["--amp", "bf16", "--device", "cuda"]).amp == "bf16"
     assert module.parse_args(["--amp", "off", "--device", "cpu"]).amp == "off"
+
+
+def test_cpu_device_name_carries_the_widest_extension():
+    """Two CPUs a VM names alike ('AMD EPYC', AVX2-only and AVX-512) train at different speeds and run
+    different kernels: the device name in a run's records tells them apart."""
+    def info(flags):
+        return f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n"
+    assert cpu_isa(info("avx avx2 fma")) == "avx2"
+    assert cpu_isa(info("avx2 avx512f avx512bw avx512_bf16 avx512_vnni")) == "avx512_bf16"
+    assert cpu_isa(info("avx2 avx512f avx512_bf16 amx_bf16 amx_tile")) == "amx_bf16"
+    assert cpu_isa(info("avx2 avx512f")) == "avx512f"
+    assert cpu_isa(info("sse4_2")) is None and cpu_isa("") is None
+    assert cpu_isa(info("avx2_x")) is None  # whole flags only
+    here = device_name("cpu")
+    assert here.startswith(cpu_name())
+    assert here == (f"{cpu_name()} [{cpu_isa()}]" if cpu_isa() else cpu_name())

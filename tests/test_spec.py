@@ -255,14 +255,14 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
     import yaml
 
     from sebench import runner
-    from sebench.bench import cpu_name
+    from sebench.bench import device_name
 
     spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
     runs, _ = expand(load_spec(spec), "full40")  # 5 seeds
     plain = [r for r in runs if not r.model.se]
     se = next(r for r in runs if r.model.se)
 
-    def finished(rc, wall, device=cpu_name(), **extra):
+    def finished(rc, wall, device=device_name("cpu"), **extra):
         d = tmp_path / "runs" / rc.experiment / rc.run_id
         d.mkdir(parents=True)
         (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}))
