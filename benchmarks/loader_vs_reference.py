@@ -47,7 +47,7 @@ from torchvision import transforms
 from sebench.bench import cpu_name
 from sebench.data import ArrayLoader, get_info, load_arrays, subset
 from sebench.engine import evaluate, train_epoch
-from sebench.engine.env import cpu_bf16_flag
+from sebench.engine.env import cpu_bf16_flag, emulated_bf16_error
 from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.models import build_model
 from sebench.spec import OptimCfg
@@ -103,10 +103,8 @@ def main(argv=None) -> int:
                     help="train our arm in NCHW too")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the compute-only arm")
     args = ap.parse_args(argv)
-    if args.amp == "bf16" and torch.device(args.device).type == "cpu" and cpu_bf16_flag() is None:
-        # The suite refuses such runs (engine.fit.resolve_amp); an emulated arm would time the emulation.
-        ap.error("--amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so bf16 autocast "
-                 "would be emulated, slower than fp32; drop --amp bf16 here, or run on a CPU with the flag")
+    if why := emulated_bf16_error(args.amp, args.device):
+        ap.error(why)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -42,7 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sebench.bench import cpu_name  # noqa: E402
-from sebench.engine.env import cpu_bf16_flag  # noqa: E402
+from sebench.engine.env import cpu_bf16_flag, emulated_bf16_error  # noqa: E402
 from sebench.layers.se import set_se_impl  # noqa: E402
 from sebench.models import build_model  # noqa: E402
 from sebench.report.stats import median_interval  # noqa: E402
@@ -218,10 +218,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 2, 32x32, 1 repeat, 1 iter, 1 warm-up")
     args = p.parse_args(argv)
-    if args.amp == "bf16" and torch.device(args.device).type == "cpu" and cpu_bf16_flag() is None:
-        # As the suite refuses bf16 runs here: an emulated bf16 arm would time the emulation, not SE.
-        p.error("--amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so bf16 autocast "
-                "would be emulated, slower than fp32; drop --amp bf16 here, or run on a CPU with the flag")
+    if why := emulated_bf16_error(args.amp, args.device):
+        p.error(why)
     if args.quick:
         args.batch_size, args.image_size, args.repeats, args.iters, args.warmup = 2, 32, 1, 1, 1
     return args

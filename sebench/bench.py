@@ -53,18 +53,22 @@ def cpu_name() -> str:
 CPU_ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 
 
-def cpu_isa(cpuinfo: Optional[str] = None) -> Optional[str]:
-    """The first of CPU_ISAS among the CPU's flags (/proc/cpuinfo unless given), or None."""
+def cpu_flags(cpuinfo: Optional[str] = None) -> frozenset[str]:
+    """The CPU's feature flags (the first 'flags' line of /proc/cpuinfo unless given); empty if unreadable."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return None
-    flags = set()
+            return frozenset()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_isa(cpuinfo: Optional[str] = None) -> Optional[str]:
+    """The first of CPU_ISAS among the CPU's flags, or None."""
+    flags = cpu_flags(cpuinfo)
     return next((isa for isa in CPU_ISAS if isa in flags), None)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from sebench.bench import (benchmark, count_flops, count_params, cpu_isa, cpu_name, device_name, measure_latency,
                            measure_throughput)
+from sebench.engine import env
 
 
 def test_count_params_known_module():
@@ -64,7 +65,7 @@ def test_loader_benchmark_refuses_emulated_bf16_with_one_message(monkeypatch, ca
     """benchmarks/loader_vs_reference.py --amp bf16 on a CPU without native bf16 stops before loading
     anything: the suite refuses such runs, and an emulated arm would time the emulation."""
     module = _benchmark_module("loader_vs_reference")
-    monkeypatch.setattr(module, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(env, "cpu_bf16_flag", lambda: None)
     monkeypatch.setattr(module, "load_arrays", lambda *a, **k: pytest.fail("loaded data before refusing"))
     with pytest.raises(SystemExit) as stop:
         module.main(["--amp", "bf16", "--device", "cpu", "--data-path", "/nonexistent"])
@@ -77,7 +78,7 @@ def test_se_overhead_benchmark_refuses_emulated_bf16_on_cpu_only(monkeypatch, ca
     """benchmarks/se_overhead.py --amp bf16 on a CPU without native bf16 stops before building a model,
     with one message; on a GPU the CPU's flags do not matter, and fp32 is never refused."""
     module = _benchmark_module("se_overhead")
-    monkeypatch.setattr(module, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(env, "cpu_bf16_flag", lambda: None)
     monkeypatch.setattr(module, "run", lambda *a, **k: pytest.fail("built models before refusing"))
     with pytest.raises(SystemExit) as stop:
         module.main(["--amp", "bf16", "--device", "cpu", "--quick"])

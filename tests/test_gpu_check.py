@@ -36,10 +36,11 @@ def test_gpu_check_dry_run_writes_every_output(tmp_path):
     assert "torch" in (out / "env.txt").read_text()
     assert "skipped" in (out / "pytest_cuda.log").read_text()  # no CUDA here: the CUDA tests skip
     bench = (out / "bench.log").read_text()
-    amps = 2 if cpu_bf16_flag() else 1  # both benchmarks refuse emulated bf16: fp32 alone without the flag
+    native = cpu_bf16_flag() is not None  # both benchmarks refuse emulated bf16: fp32 alone without the flag
+    amps = 2 if native else 1
     assert bench.count("sebench SE overhead (amp ") == amps and bench.count("\nspeedup: ") == 2, bench
     assert bench.count("sebench SE overhead (amp bf16)") == amps - 1, bench
-    loop_amp = "bf16" if cpu_bf16_flag() else "off"
+    loop_amp = "bf16" if native else "off"
     assert bench.count("== loader_vs_reference.py --model resnet") == 2
     assert bench.count(f"== loader_vs_reference.py --model resnet20 --amp {loop_amp}\n") == 1, bench
     with tarfile.open(out / "runs.tar.gz") as tar:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from sebench.bench import cpu_name, device_name
+from sebench.bench import cpu_flags, cpu_name, device_name
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,18 @@ def cpu_bf16_flag() -> Optional[str]:
                 continue
             except RuntimeError:
                 pass
-        try:
-            if flag in Path("/proc/cpuinfo").read_text().split():
-                return flag
-        except OSError:
-            pass
+        if flag in cpu_flags():
+            return flag
+    return None
+
+
+def emulated_bf16_error(amp: str, device) -> Optional[str]:
+    """The one message a timing benchmark stops with where its `--amp bf16` would run emulated (a CPU
+    without native bf16: it would time the emulation; the suite's runs refuse it too, fit.resolve_amp),
+    else None."""
+    if amp == "bf16" and torch.device(device).type == "cpu" and cpu_bf16_flag() is None:
+        return ("--amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so bf16 autocast "
+                "would be emulated, slower than fp32; drop --amp bf16 here, or run on a CPU with the flag")
     return None
 
 
