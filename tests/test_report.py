@@ -490,6 +490,23 @@ def test_reused_runs_are_named_and_not_counted_as_compute(tmp_path):
     assert "1 more run(s) reused from identical runs of other_table" in text
 
 
+def test_a_left_out_run_says_why_and_which_run_is_shown(tmp_path):
+    """Two finished runs of one cell and seed: the spec's own is shown, and the note says the other was made
+    with another recipe (say, an earlier reading of the network) rather than calling it a plain duplicate."""
+    spec, _, results = make_store(tmp_path, TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS)
+    runs, _ = expand(spec, "quick")
+    own = next(rc for rc in runs if rc.labels == {"model": "ResNet-110", "se": "original"} and rc.seed == 0)
+    earlier = own.model_copy(update={"epochs": 5})
+    assert earlier.run_id != own.run_id
+    write_run(results, earlier, 1.0)  # an error no table cell may show
+    collect(results, "quick")
+    report = report_spec(spec, "quick", results, plots=False)
+    text = report.markdown_path.read_text()
+    assert (f"Not used: {earlier.run_id} (model=ResNet-110, se=original, seed 0: made with another recipe than "
+            f"the spec now gives; {own.run_id} is shown).") in text
+    assert float(cell(read_csv(report.tables[2]), "ResNet-110", "original")["mean"]) == 11.0
+
+
 # ---- two profiles paired run for run (bf16 vs fp32) -----------------------------------------------------
 
 TINY_PAIRS = """

@@ -367,8 +367,7 @@ def _footnotes(data: ReportData, metrics: list[str]) -> list[str]:
                      "with another recipe than the spec now gives (an edited spec or `--set` overrides); it "
                      "is shown, but re-run it to be sure.")
     if data.duplicates:
-        ids = ", ".join(r.row["run_id"] for r in data.duplicates)
-        notes.append(f"Not used: {ids} (the same labels and seed as a run that is shown).")
+        notes.append("Not used: " + "; ".join(_duplicate_text(data, r) for r in data.duplicates) + ".")
     if data.unmatched:
         ids = ", ".join(f"{r.row['run_id']} ({data.label_text(_combo(data, r))})" for r in data.unmatched)
         notes.append(f"In the store but no longer in the spec (not shown): {ids}.")
@@ -386,6 +385,17 @@ def _footnotes(data: ReportData, metrics: list[str]) -> list[str]:
                      f"names its own): {where}.")
     notes += data.notes
     return notes
+
+
+def _duplicate_text(data: ReportData, run) -> str:
+    """Why a finished run is left out for another of the same labels and seed: a reader must be able to tell
+    an earlier recipe's run (e.g. another reading of a network) from a plain rerun."""
+    combo, seed = _combo(data, run), run.row["seed"]
+    kept = data.finished[combo][seed].row["run_id"]
+    expected_ids = {rc.run_id for rcs in data.expected.values() for rc in rcs}
+    why = ("made with another recipe than the spec now gives" if run.row["run_id"] not in expected_ids
+           and kept in expected_ids else "an older run")
+    return f"{run.row['run_id']} ({data.label_text(combo)}, seed {fmt_num(seed)}: {why}; {kept} is shown)"
 
 
 def _combo(data: ReportData, run) -> Combo:
