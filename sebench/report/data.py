@@ -83,7 +83,7 @@ class ReportData:
     failed: list[Run]
     unmatched: list[Run]  # finished runs of this experiment whose labels match no combo of the spec now
     stale: list[Run]  # used runs whose run_id differs from the spec's current expansion
-    duplicates: list[Run]  # finished runs not used because another run has the same labels and seed
+    duplicates: list[Run]  # finished runs of another recipe, not used: a run has the same labels and seed
     metrics: list[str]
     notes: list[str] = field(default_factory=list)  # problems found while reading (shown as footnotes)
     reference_root: Optional[Path] = None

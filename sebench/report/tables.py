@@ -388,14 +388,13 @@ def _footnotes(data: ReportData, metrics: list[str]) -> list[str]:
 
 
 def _duplicate_text(data: ReportData, run) -> str:
-    """Why a finished run is left out for another of the same labels and seed: a reader must be able to tell
-    an earlier recipe's run (e.g. another reading of a network) from a plain rerun."""
+    """A left-out run and the run shown in its place. Run ids are unique in the store, so a left-out run is
+    never the spec's own (gather keeps that one): it was made with another recipe, e.g. an earlier
+    reading of the network, which a reader must not take for a plain rerun."""
     combo, seed = _combo(data, run), run.row["seed"]
     kept = data.finished[combo][seed].row["run_id"]
-    expected_ids = {rc.run_id for rcs in data.expected.values() for rc in rcs}
-    why = ("made with another recipe than the spec now gives" if run.row["run_id"] not in expected_ids
-           and kept in expected_ids else "an older run")
-    return f"{run.row['run_id']} ({data.label_text(combo)}, seed {fmt_num(seed)}: {why}; {kept} is shown)"
+    return (f"{run.row['run_id']} ({data.label_text(combo)}, seed {fmt_num(seed)}: made with another recipe than "
+            f"the spec now gives; {kept} is shown)")
 
 
 def _combo(data: ReportData, run) -> Combo:
