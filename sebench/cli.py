@@ -577,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     p.add_argument("--repeats", type=int, default=5, help="round-robin passes (median, min and max reported)")
-    p.add_argument("--iters", type=int, default=3, help="timed steps per configuration and pass")
+    p.add_argument("--iters", type=int, default=12,
+                   help="timed steps per configuration and pass (3 proved noisy at CNN3/ResNet-20 size)")
     p.add_argument("--force", action="store_true", help="measure again even where this machine already did")
     p.set_defaults(func=cmd_speed)
 

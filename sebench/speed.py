@@ -28,7 +28,7 @@ def _signature(cfg, summary: dict) -> str:
 
 
 def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cpu", repeats: int = 5,
-                   iters: int = 3, warmup: int = 2, log: Callable[[str], None] = print,
+                   iters: int = 12, warmup: int = 2, log: Callable[[str], None] = print,
                    progress: bool = True) -> list:
     """Training and inference throughput of the configurations behind finished runs, measured again
     here, all in one sitting: each distinct configuration (runs that differ only by seed share one) is
