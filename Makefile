@@ -52,7 +52,8 @@ reproduce-all: setup
 	if [ -n "$$failed" ]; then echo "specs with failed runs:$$failed"; exit 1; fi
 
 # Execute the excitation-distribution notebook in place (nbclient's `jupyter execute`). It analyses the
-# run folder SEBENCH_ANALYSIS_RUN when set, else the best quick SE run with a checkpoint or an analysis.
+# run folder SEBENCH_ANALYSIS_RUN when set, else the best finished SE run of the first profile group in
+# SEBENCH_ANALYSIS_PROFILES (default "full40,full40_bf16;quick") that has one, preferring analysable runs.
 notebook: setup
 	$(BIN)/jupyter execute --inplace --timeout=3600 notebooks/excitation_distributions.ipynb
 
