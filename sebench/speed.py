@@ -27,9 +27,9 @@ def _signature(cfg, summary: dict) -> str:
                        "channels_last": cfg.channels_last, "amp": cfg.amp}, sort_keys=True)
 
 
-def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cpu", repeats: int = 5,
-                   iters: int = 12, warmup: int = 2, log: Callable[[str], None] = print,
-                   progress: bool = True) -> list:
+def remeasure_runs(run_dirs: Sequence, *, repeats: int, iters: int,
+                   device: Union[str, torch.device] = "cpu", warmup: int = 2,
+                   log: Callable[[str], None] = print, progress: bool = True) -> list:
     """Training and inference throughput of the configurations behind finished runs, measured again
     here, all in one sitting: each distinct configuration (runs that differ only by seed share one) is
     built fresh (weights do not change the work), warmed up, then timed round-robin over `repeats`
@@ -39,7 +39,8 @@ def remeasure_runs(run_dirs: Sequence, *, device: Union[str, torch.device] = "cp
 
     Why: a run's own ``train_img_s`` is measured while it trains, often beside other runs on the same
     cores, so the speeds of one table's runs are not comparable; these are. `progress`: a live bar over
-    the measurements (sebench.progress), plain lines in a log.
+    the measurements (sebench.progress), plain lines in a log. `repeats` and `iters` have no default
+    here: `sebench speed`'s flags hold them, in one place.
     """
     if repeats < 1 or iters < 1:
         raise ValueError("repeats and iters must be >= 1")
