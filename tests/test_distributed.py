@@ -311,9 +311,8 @@ def test_a_data_parallel_run_is_finished_for_any_launcher(single_and_ddp):
 # optional hook: rank 0 SIGKILLs itself right after writing the checkpoint of epoch `kill_at`.
 RANK_CHILD = textwrap.dedent("""
     import os, signal, sys
-    import torch.distributed as dist
     import sebench.engine.checkpoint as checkpoint
-    from sebench.engine import fit
+    from sebench.engine import distributed, fit
     from sebench.spec import RunConfig
 
     cfg = RunConfig.model_validate_json(open(sys.argv[1]).read())
@@ -327,9 +326,8 @@ RANK_CHILD = textwrap.dedent("""
         return path
 
     checkpoint.save_checkpoint = save_then_maybe_die
-    dist.init_process_group("gloo")
-    fit(cfg, run_dir)
-    dist.destroy_process_group()
+    with distributed.process_group("cpu"):  # the teardown torchrun's ranks use
+        fit(cfg, run_dir)
 """)
 
 
@@ -340,8 +338,10 @@ def run_ranks(cfg_json: Path, run: Path, port: int, kill_at: int = 0) -> list[in
     for rank in range(2):
         e = {**env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([PY, str(script), str(cfg_json), str(run), str(kill_at)], env=e,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        # stderr to a file: a pipe nobody reads can fill and stall a rank, and a failure must show it
+        with open(run.parent / f"rank{rank}.err", "w") as err:
+            procs.append(subprocess.Popen([PY, str(script), str(cfg_json), str(run), str(kill_at)], env=e,
+                                          stdout=subprocess.DEVNULL, stderr=err, text=True))
     deadline = time.time() + TIMEOUT
     codes = [None, None]
     while None in codes and time.time() < deadline:
@@ -354,6 +354,11 @@ def run_ranks(cfg_json: Path, run: Path, port: int, kill_at: int = 0) -> list[in
             p.kill()
         p.wait()
     return [p.returncode for p in procs]
+
+
+def rank_errors(where: Path) -> str:
+    """The end of each rank's stderr, for an assertion message."""
+    return "\n".join(f"rank {r}: ...{(where / f'rank{r}.err').read_text()[-2000:]}" for r in range(2))
 
 
 def free_port() -> int:
@@ -378,9 +383,10 @@ def test_data_parallel_run_killed_and_resumed_is_bitwise_equal(single_and_ddp, t
     cfg_json.write_text(cfg.model_dump_json())
     run = tmp_path / "run"
     codes = run_ranks(cfg_json, run, free_port(), kill_at=1)
-    assert codes[0] == -signal.SIGKILL, codes
+    assert codes[0] == -signal.SIGKILL, (codes, rank_errors(tmp_path))
     assert not (run / "summary.json").exists() and len(read_jsonl(run / "metrics.jsonl")) == 1
-    assert run_ranks(cfg_json, run, free_port()) == [0, 0]
+    codes = run_ranks(cfg_json, run, free_port())
+    assert codes == [0, 0], (codes, rank_errors(tmp_path))
     got, want = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
     for k in ("final_test_top1_err", "final_test_top5_err", "final_test_loss", "final_train_loss"):
         assert got[k] == want[k], k  # bitwise: floats compared with ==

@@ -113,10 +113,14 @@ def process_group(device: str = "auto", timeout_min: float = 30.0) -> Iterator[W
     if backend == "nccl":
         torch.cuda.set_device(cuda_index(env))
     dist.init_process_group(backend, init_method="env://", timeout=timedelta(minutes=timeout_min))
+    completed = False
     try:
         yield current()
+        completed = True
     finally:
-        dist.destroy_process_group()
+        if completed:  # every rank is done talking before any closes its connections: gloo aborts a
+            dist.barrier()  # process (SIGABRT) whose peer hangs up while a transfer is still in flight
+        dist.destroy_process_group()  # (after an error a peer may be gone: no barrier to wait on)
 
 
 def cuda_index(world: World) -> int:
