@@ -109,13 +109,15 @@ def run_cli(folder: Path, results: str, *extra: str, fault: str | None = None) -
 def start_paused(folder: Path, results: str, run: int, epoch: int, batch: int) -> subprocess.Popen:
     """A sweep that stops at (run, epoch, batch); returns once it is there."""
     marker = folder / f"paused-{results}"
-    proc = subprocess.Popen([PY, "wrapper.py", "run", "tiny.yaml", "--profile", "smoke", "--results", results,
-                             "--device", "cpu"],
-                            cwd=folder, env=env(SB_FAULT=f"pause:{run}:{epoch}:{batch}:{marker}"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = folder / f"paused-{results}.err"  # a file, not a pipe: an unread pipe can fill and stall the sweep
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([PY, "wrapper.py", "run", "tiny.yaml", "--profile", "smoke", "--results",
+                                 results, "--device", "cpu"],
+                                cwd=folder, env=env(SB_FAULT=f"pause:{run}:{epoch}:{batch}:{marker}"),
+                                stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     deadline = time.time() + TIMEOUT
     while not marker.exists():
-        assert proc.poll() is None, proc.stderr.read()
+        assert proc.poll() is None, err.read_text()
         assert time.time() < deadline, "the sweep never reached the fault point"
         time.sleep(0.05)
     return proc
