@@ -114,7 +114,7 @@ def start_paused(folder: Path, results: str, run: int, epoch: int, batch: int) -
         proc = subprocess.Popen([PY, "wrapper.py", "run", "tiny.yaml", "--profile", "smoke", "--results",
                                  results, "--device", "cpu"],
                                 cwd=folder, env=env(SB_FAULT=f"pause:{run}:{epoch}:{batch}:{marker}"),
-                                stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + TIMEOUT
     while not marker.exists():
         assert proc.poll() is None, err.read_text()
