@@ -114,10 +114,9 @@ def cmd_bench(args) -> int:
     get_entry(args.model)
     model = build_model(args.model, se=se_from_args(args), se_stages=_parse_stages(args.stages))
     size = model.input_size if args.input_size is None else (3, args.input_size, args.input_size)
-    device = args.device
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from sebench.engine.builders import device_kind
+
+    device = device_kind(args.device)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -166,7 +165,7 @@ def cmd_plan(args) -> int:
         if row.run.run_id in sources:
             row.status = "reusable"
     # Runs this device would refuse (amp bf16 on a CPU without native bf16): `sebench run` stops on them.
-    from sebench.runner import amp_refusal
+    from sebench.engine.builders import amp_refusal
     refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
                and (exc := amp_refusal(row.run, args.device))}
     measured = {}
@@ -200,11 +199,12 @@ def cmd_plan(args) -> int:
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
     if args.estimate:
-        from sebench.runner import cpu_busy_note, resolve_device_name
+        from sebench.engine.builders import device_kind
+        from sebench.runner import cpu_busy_note
         todo = [r for r in rows if r.status not in ("finished", "reusable") and r.run.run_id not in refused]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
         if todo or not refused:
-            line += (f"; estimated time to finish on {resolve_device_name(args.device)}, one run at a time: "
+            line += (f"; estimated time to finish on {device_kind(args.device)}, one run at a time: "
                      f"{duration(sum(known))}")
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
@@ -213,7 +213,7 @@ def cmd_plan(args) -> int:
         if measured:
             from sebench.bench import device_name
             line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
-                     f"{device_name(resolve_device_name(args.device))}, at the threads and load they had")
+                     f"{device_name(device_kind(args.device))}, at the threads and load they had")
     if refused:
         exc = next(iter(refused.values()))
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "
@@ -224,6 +224,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from sebench.engine.builders import device_kind
     from sebench.engine.distributed import launched_world, process_group
     from sebench.runner import parse_only, run_sweep
 
@@ -241,7 +242,7 @@ def cmd_run(args) -> int:
         from sebench.runner import check_data_parallel, todo_rows
         from sebench.store import check_writable
 
-        nproc = args.nproc if args.nproc is not None else default_nproc(args.device)
+        nproc = args.nproc if args.nproc is not None else default_nproc(device_kind(args.device))
         check_launch(args, nproc)
         check_writable(Path(args.results) / "runs" / spec.name)
         _, todo, _ = todo_rows(spec, profile, Path(args.results), _parse_set(args.set), only)
@@ -250,7 +251,7 @@ def cmd_run(args) -> int:
     if args.nproc is not None and launched_world() is None:
         raise UserError("--nproc needs --launcher torchrun", where="--nproc")
     # Plain `torchrun -m sebench run ...` lands here too: WORLD_SIZE/RANK in the environment.
-    with process_group(args.device) as world:
+    with process_group(device_kind(args.device)) as world:
         result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
                            overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
                            download=args.download, progress=not args.no_progress,
@@ -420,7 +421,7 @@ def cmd_speed(args) -> int:
 
     from sebench.bench import device_name
     from sebench.engine.env import available_cpus
-    from sebench.engine.fit import resolve_device
+    from sebench.engine.builders import resolve_device
     from sebench.speed import remeasure_runs
     from sebench.store import SPEED_FILE, iter_summaries, read_speed
 

@@ -74,10 +74,11 @@ def rank_env(nproc: int, base: Optional[dict] = None) -> dict:
 
 
 def default_nproc(device: str) -> int:
-    """One process per visible GPU; on a CPU-only machine the count must be given."""
+    """One process per visible GPU when the runs' (resolved) device is CUDA; on a CPU the count must be
+    given."""
     import torch
 
-    count = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    count = torch.cuda.device_count() if device == "cuda" else 0
     if count < 1:
         raise UserError("no GPU visible to count processes from", where="--nproc",
                         fix="give --nproc N (on CPU, N processes share the cores)")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from sebench.data.registry import default_data_path
+from sebench.engine.builders import amp_refusal, device_kind
 from sebench.engine.env import available_cpus
 from sebench.errors import UserError
 from sebench.progress import SweepProgress
@@ -156,20 +157,13 @@ def _training_rate(device: str) -> float:
 def cpu_busy_note(device: str) -> str:
     """Why a CPU estimate may be too high: the calibration shares the cores with whatever else runs (a sweep
     in the background makes it several times too long). Empty when the CPU was idle or the device is a GPU."""
-    if resolve_device_name(device) != "cpu" or not hasattr(os, "getloadavg"):
+    if device_kind(device) != "cpu" or not hasattr(os, "getloadavg"):
         return ""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load < 0.5 * cores:
         return ""
     return (f" (measured while the CPU was busy, load {load:.1f} on {cores} cores: too high; "
             f"rerun `sebench plan` on an idle machine)")
-
-
-def resolve_device_name(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def measured_seconds(rows: list[PlanRow], device: str = "auto") -> dict[str, tuple[float, int]]:
@@ -182,7 +176,7 @@ def measured_seconds(rows: list[PlanRow], device: str = "auto") -> dict[str, tup
     from sebench.bench import device_name
     from sebench.store import read_finished_run
 
-    here = device_name(resolve_device_name(device))
+    here = device_name(device_kind(device))
 
     def recipe(rc: RunConfig) -> str:
         return json.dumps({k: v for k, v in rc.identity().items() if k != "seed"}, sort_keys=True)
@@ -209,7 +203,7 @@ def estimate_seconds(rc: RunConfig, device: str = "auto") -> Optional[float]:
     from sebench.data import get_info
     from sebench.models import build_model
 
-    device = resolve_device_name(device)
+    device = device_kind(device)
     info = get_info(rc.data.name)
     if info.splits is None:
         return None
@@ -483,25 +477,10 @@ def check_data_parallel(runs: list[RunConfig], world_size: int, device: str = "a
     if bad:
         raise UserError(f"batch size(s) {bad} do not split evenly over {world_size} processes", where=where,
                         field="batch_size", fix=f"use a process count that divides {bad[0]}, or another batch")
-    cpu = device == "cpu" or (device == "auto" and not _cuda_available())
+    cpu = device_kind(device) == "cpu"
     if cpu and any(sync_bn or rc.execution.sync_bn for rc in runs):
         raise UserError("SyncBatchNorm needs CUDA (PyTorch has no CPU kernel for it)", where=where,
                         field="execution.sync_bn", fix="leave --sync-bn out for CPU runs")
-
-
-def amp_refusal(rc: RunConfig, device: str = "auto") -> Optional[UserError]:
-    """Why this device would refuse the run's autocast dtype (fit.resolve_amp: e.g. bf16 on a CPU without
-    native bf16), or None when it takes it."""
-    if rc.amp == "off":
-        return None
-    import torch
-
-    from sebench.engine.fit import resolve_amp
-    try:
-        resolve_amp(rc.amp, torch.device(resolve_device_name(device)))
-    except UserError as exc:
-        return exc
-    return None
 
 
 def check_amp(runs: list[RunConfig], where: str) -> None:
@@ -512,11 +491,6 @@ def check_amp(runs: list[RunConfig], where: str) -> None:
         rc, exc = refused[0]
         raise UserError(f"{len(refused)} of the {len(runs)} runs to do ask for amp {rc.amp!r}: {exc.message}",
                         where=where, field="amp", fix=exc.fix)
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict] = None,
@@ -590,7 +564,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     if not todo:
         return result
 
-    gpus = _visible_gpus() if device in ("auto", "cuda") and jobs > 1 else []
+    # 'auto' and 'cuda' spread the jobs over the visible GPUs (none visible: none to spread over)
+    gpus = _visible_gpus() if jobs > 1 and device_kind(device, cuda_available=True) == "cuda" else []
     # The cores this process may use (its affinity: `taskset`, a SLURM allocation), not the machine's.
     threads = max(1, available_cpus() // jobs) if jobs > 1 else None
     # fit draws nothing itself: SweepProgress shows every job count alike, from the run directories.

@@ -46,10 +46,11 @@ class RunTask:
 
     def __call__(self) -> tuple[str, str, str]:
         from sebench.engine import distributed
+        from sebench.engine.builders import device_kind
         from sebench.runner import execute_one
 
         _export_torch_distributed_env()
-        with distributed.process_group(self.rc.execution.device):
+        with distributed.process_group(device_kind(self.rc.execution.device)):
             return execute_one(self.rc, self.directory)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
@@ -148,8 +149,10 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
     if not todo:
         return sub
     # On the cluster's nodes, not here: 'auto' is the device the task finds (CPU when gpus_per_node is 0).
+    from sebench.engine.builders import device_kind
+
     check_data_parallel([r.run for r in todo], slurm.nodes * max(1, slurm.gpus_per_node),
-                        device if device != "auto" else ("cuda" if slurm.gpus_per_node else "cpu"), sync_bn,
+                        device_kind(device, cuda_available=bool(slurm.gpus_per_node)), sync_bn,
                         where="--gpus-per-node")
     sub.folder = Path(folder) if folder is not None else Path(results) / "slurm" / spec.name
     executor = submitit.AutoExecutor(folder=sub.folder / "%j", cluster=cluster)

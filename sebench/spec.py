@@ -133,7 +133,7 @@ class RunConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     seed: int = Field(0, ge=0, lt=2**63)  # torch.manual_seed takes 64 bits
-    # Autocast dtype: bf16/fp16 on CUDA; bf16 on a CPU with native bf16 (else refused: engine.fit.resolve_amp)
+    # Autocast dtype: bf16/fp16 on CUDA; bf16 on a CPU with native bf16 (else refused: engine.builders.resolve_amp)
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     benchmark: BenchmarkCfg = Field(default_factory=BenchmarkCfg)

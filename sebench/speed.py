@@ -14,7 +14,7 @@ import torch
 from sebench.bench import device_name, measure_throughput
 from sebench.data.registry import get_info
 from sebench.engine.env import now_iso
-from sebench.engine.fit import build_run_model, resolve_amp
+from sebench.engine.builders import build_run_model, resolve_amp
 from sebench.progress import Board
 from sebench.store import SPEED_FILE, atomic_write_json, read_finished_run
 

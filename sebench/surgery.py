@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sebench.errors import UserError
+from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite, make_se_config
 
 SURGERY_OPTIONS = ("min_channels", "latent_channels", "se", "exclude", "depthwise")
@@ -48,7 +49,7 @@ class ConvSE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The conv's output is a temporary (unless a hook on the conv keeps it): without autograd the
         # scale may then run in place.
-        return self.se.tail(self.conv(x), None, relu=False, inplace=not self.conv._forward_hooks)
+        return se_tail(self.se, self.conv(x), inplace=not self.conv._forward_hooks)
 
     def __getattr__(self, name: str) -> Any:
         try:

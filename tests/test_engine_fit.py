@@ -25,6 +25,7 @@ from sebench.store import read_jsonl
 
 # The package exports the function `fit`, which hides the submodule of the same name from attribute access.
 fit_module = importlib.import_module("sebench.engine.fit")
+builders = importlib.import_module("sebench.engine.builders")
 EPOCHS = 4
 METRICS = ("train_loss", "train_top1_err", "test_loss", "test_top1_err", "test_top5_err", "lr")
 FINAL = ("final_test_top1_err", "final_test_top5_err", "final_test_loss", "final_train_loss")
@@ -66,7 +67,7 @@ def test_fit_writes_the_run_records(reference):
     assert summary["final_test_top1_err"] == last["test_top1_err"]
     assert summary["final_test_top5_err"] == last["test_top5_err"]
     assert summary["final_train_loss"] == last["train_loss"]
-    assert summary["params"] == sum(p.numel() for p in fit_module.build_model("cnn3", 10).parameters())
+    assert summary["params"] == sum(p.numel() for p in builders.build_model("cnn3", 10).parameters())
     assert summary["flops"] > 0 and summary["train_img_s"] > 0 and summary["batch_size"] == 16
     assert summary["dataset"] == "synthetic [train 64, test 32]" and summary["se"] == "none"
     env = json.loads((run / "env.json").read_text())
@@ -188,7 +189,7 @@ class NaNNet(nn.Module):
 
 
 def test_nan_loss_fails_the_run_with_epoch_and_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(fit_module, "build_model", lambda name, num_classes, **kw: NaNNet(num_classes))
+    monkeypatch.setattr(builders, "build_model", lambda name, num_classes, **kw: NaNNet(num_classes))
     cfg = make_cfg(epochs=2)
     with pytest.raises(RunFailed, match="non-finite training loss") as info:
         fit(cfg, tmp_path)
@@ -237,10 +238,10 @@ def test_bf16_autocast_on_a_cpu_with_native_bf16_is_honoured_and_recorded(tmp_pa
 
 def test_bf16_without_native_support_and_fp16_on_a_cpu_are_refused(tmp_path, monkeypatch):
     cpu = torch.device("cpu")
-    assert fit_module.resolve_amp("off", cpu) is None
+    assert builders.resolve_amp("off", cpu) is None
     with pytest.raises(UserError, match="fp16"):
-        fit_module.resolve_amp("fp16", cpu)
-    monkeypatch.setattr(fit_module, "cpu_bf16_flag", lambda: None)
+        builders.resolve_amp("fp16", cpu)
+    monkeypatch.setattr(builders, "cpu_bf16_flag", lambda: None)
     with pytest.raises(UserError, match="emulated") as err:
         fit(make_cfg(amp="bf16", epochs=1), tmp_path / "run")
     assert err.value.field == "amp"

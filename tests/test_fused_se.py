@@ -65,7 +65,7 @@ def test_tail_equals_reference(gate, squeeze, variant, layout):
     se = SqueezeExcite(32, gate=gate, squeeze=squeeze, variant=variant, reduction=4)
     x, sc, g = (torch.randn(3, 32, 6, 5).contiguous(memory_format=fmt) for _ in range(3))
     for relu in (True, False):
-        out = assert_same(lambda m, a, b: m.tail(a, b, relu=relu), se, [x, sc], g)
+        out = assert_same(lambda m, a, b: fused.se_tail(m, a, b, relu=relu), se, [x, sc], g)
         assert out.is_contiguous(memory_format=fmt)
     out = assert_same(lambda m, a: m(a), se, [x], g)  # the SE module alone (x * s)
     assert out.is_contiguous(memory_format=fmt)
@@ -104,7 +104,7 @@ def test_gradcheck_float64():
             lambda *t: fused.scale_add_relu(t[0], t[1], t[2] if len(t) > 2 else None, relu=relu), inputs)
     # the whole SE with the linked squeeze (x's gradient formed in the squeeze's backward)
     se = SqueezeExcite(3, reduction=1, gate="tanh").double()
-    assert torch.autograd.gradcheck(lambda a, b: se.tail(a, b, relu=True), (x, sc))
+    assert torch.autograd.gradcheck(lambda a, b: fused.se_tail(se, a, b, relu=True), (x, sc))
     assert torch.autograd.gradcheck(lambda a: se(a), (x,))
 
 
@@ -122,11 +122,11 @@ def test_inputs_untouched_and_inplace_only_when_asked():
     x0 = x.clone()
     with torch.no_grad():
         expected = torch.relu(se.reference_forward(x) + sc)
-        torch.testing.assert_close(se.tail(x, sc), expected, **TOL)
+        torch.testing.assert_close(fused.se_tail(se, x, sc, relu=True), expected, **TOL)
         assert torch.equal(x, x0)
         torch.testing.assert_close(fused.scale_add_relu(x, se.excite(x), sc), expected, **TOL)
         assert torch.equal(x, x0)
-        out = se.tail(x, sc, inplace=True)
+        out = fused.se_tail(se, x, sc, relu=True, inplace=True)
     assert out.data_ptr() == x.data_ptr()
     torch.testing.assert_close(out, expected, **TOL)
 
@@ -138,7 +138,7 @@ def test_gate_hooks_see_the_same_values_and_retain_graph():
     se.gate.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
     x = torch.randn(2, 8, 4, 4, requires_grad=True)
     sc = torch.randn(2, 8, 4, 4)
-    out = se.tail(x * 1, sc)
+    out = fused.se_tail(se, x * 1, sc, relu=True)
     torch.testing.assert_close(seen[0], se.excite(x).detach())
     out.sum().backward(retain_graph=True)
     first = x.grad.clone()
@@ -337,3 +337,38 @@ def test_hooks_on_the_se_module_see_its_input_and_output():
     with torch.no_grad():
         block(x)
         torch.testing.assert_close(seen["out"], block.se.reference_forward(seen["in"]), **TOL)
+
+
+def test_without_private_torch_hooks_training_runs_and_matches_the_reference(monkeypatch):
+    """A torch without the two private functions buffer reuse needs: one warning, fresh buffers, and an
+    SE-ResNet-20 that trains a few steps exactly as the reference ops do."""
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    monkeypatch.delattr(torch._C._autograd, "_get_current_graph_task_keep_graph")
+    for name in ("_HAS_PRIVATE", "_REUSE", "_ALONE"):  # as in a fresh process
+        monkeypatch.setattr(fused, name, None)
+    monkeypatch.setattr(fused, "_SPARE", type(fused._SPARE)())
+    torch.manual_seed(0)
+    model = build_model("resnet20", se="se").train().to(memory_format=torch.channels_last)
+    fused_m, ref_m = pair(model)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (4,))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (fused_m, ref_m)]
+    rng = torch.get_rng_state()
+    with pytest.warns(RuntimeWarning, match="lacks torch._C._storage_Use_Count, "
+                                            "torch._C._autograd._get_current_graph_task_keep_graph") as caught:
+        for _ in range(3):
+            losses = []
+            for m, opt in zip((fused_m, ref_m), opts):
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                losses.append(loss.detach())
+            torch.testing.assert_close(losses[0], losses[1], **TOL)
+    assert len([w for w in caught if "lacks" in str(w.message)]) == 1  # once per process
+    assert fused._REUSE == 0 and fused._HAS_PRIVATE is False
+    assert torch.equal(torch.get_rng_state(), rng)  # the check draws nothing from the RNG
+    for a, b in zip(fused_m.parameters(), ref_m.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(fused_m.eval()(x), ref_m.eval()(x), atol=1e-5, rtol=1e-4)

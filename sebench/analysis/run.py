@@ -2,7 +2,7 @@
 the store (`sebench analyze`). It joins the two floors below it: statistics (excitation.py) and the
 figures that draw them (figures.py).
 
-`analyze_run` rebuilds the run's model exactly as fit did (:func:`sebench.engine.fit.build_run_model`), loads
+`analyze_run` rebuilds the run's model exactly as fit did (:func:`sebench.engine.builders.build_run_model`), loads
 the final checkpoint (``ckpt/last.pt``), builds the run's test split with its evaluation transform
 (:func:`sebench.data.build_loaders`), and hands both to :func:`analyze`, which writes the CSVs and the four
 figures into ``<run_dir>/analysis/``. In the same pass over the test split
@@ -237,7 +237,7 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
     """
     from sebench.data import build_loaders, get_info
     from sebench.engine.env import available_cpus, now_iso
-    from sebench.engine.fit import build_run_model, resolve_device
+    from sebench.engine.builders import build_run_model, resolve_device
     from sebench.store import atomic_write_json, read_finished_run
 
     run_dir = Path(run_dir)

@@ -93,16 +93,14 @@ def current() -> World:
 
 
 def backend_for(device: str) -> str:
-    """NCCL for CUDA runs, gloo for CPU runs."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """NCCL for CUDA runs, gloo for CPU runs (`device` resolved: builders.device_kind)."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
 @contextmanager
-def process_group(device: str = "auto", timeout_min: float = 30.0) -> Iterator[World]:
+def process_group(device: str = "cpu", timeout_min: float = 30.0) -> Iterator[World]:
     """Join the process group the launcher described (env://) for the duration of the block; yield the
-    world. Without a launcher (or WORLD_SIZE=1) nothing is initialised and the world has one process."""
+    world. `device`: the runs' device, resolved (builders.device_kind), which picks the backend. Without a launcher (or WORLD_SIZE=1) nothing is initialised and the world has one process."""
     env = launched_world()
     if env is None or env.size == 1 or (dist.is_available() and dist.is_initialized()):
         yield current() if env is not None and env.size > 1 else World()

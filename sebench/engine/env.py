@@ -51,7 +51,7 @@ def cpu_bf16_flag() -> Optional[str]:
 
 def emulated_bf16_error(amp: str, device) -> Optional[str]:
     """The one message a timing benchmark stops with where its `--amp bf16` would run emulated (a CPU
-    without native bf16: it would time the emulation; the suite's runs refuse it too, fit.resolve_amp),
+    without native bf16: it would time the emulation; the suite's runs refuse it too, builders.resolve_amp),
     else None."""
     if amp == "bf16" and torch.device(device).type == "cpu" and cpu_bf16_flag() is None:
         return ("--amp bf16: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag), so bf16 autocast "

@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -42,64 +43,18 @@ from tqdm import tqdm
 from sebench.bench import count_flops, count_params, measure_throughput
 from sebench.data import build_loaders
 from sebench.engine import checkpoint, distributed
+from sebench.engine.builders import Training, build_run_model, build_training, place, resolve_amp, resolve_device
 from sebench.engine.distributed import World
 from sebench.engine.env import available_cpus, collect_env, cpu_bf16_flag, now_iso
 from sebench.engine.loop import RunFailed, evaluate, train_epoch
-from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.errors import UserError
-from sebench.models import build_model
 from sebench.spec import DataCfg, ExecutionCfg, RunConfig
-from sebench.surgery import apply_surgery
 from sebench.store import (append_jsonl, atomic_write_json, clear_progress, read_jsonl, write_jsonl,
                            write_progress, write_run_config)
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # cuBLAS needs a fixed workspace for deterministic GEMMs; see PyTorch's reproducibility notes.
 CUBLAS_DETERMINISTIC = ":4096:8"
 HEARTBEAT_S = 2.0  # seconds between heartbeat writes within an epoch (the progress display polls every 1 s)
-
-
-def resolve_device(name: str, world: Optional[World] = None) -> torch.device:
-    """'auto' is CUDA when present, else CPU; an unusable explicit choice is the user's to fix. In a
-    data-parallel run each process takes the GPU of its local rank."""
-    world = world or World()
-    if name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise UserError(f"unknown device {name!r}", field="execution.device",
-                            fix="use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("CUDA was requested but is not available", field="execution.device",
-                            fix="use 'auto' or 'cpu'")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise UserError(f"there is no {device}: {torch.cuda.device_count()} CUDA device(s) visible",
-                            field="execution.device", fix="use 'cuda' or a smaller index")
-    if world.distributed and device.type == "cuda":
-        if device.index is not None:
-            raise UserError(f"{name!r} names one GPU, but each process of a data-parallel run takes the GPU "
-                            "of its LOCAL_RANK", field="execution.device", fix="use 'cuda' or 'auto'")
-        device = torch.device("cuda", distributed.cuda_index(world))
-        torch.cuda.set_device(device)
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of a run, or None for fp32. CUDA takes bf16 and fp16. A CPU takes bf16 only where
-    it computes bf16 natively (env.cpu_bf16_flag: AVX512-BF16 or AMX); elsewhere autocast would emulate it,
-    slower than fp32, so that is refused, as is fp16 on a CPU."""
-    dtype = AMP_DTYPES[amp]
-    if dtype is None or device.type == "cuda":
-        return dtype
-    if device.type == "cpu" and dtype is torch.bfloat16:
-        if cpu_bf16_flag() is None:
-            raise UserError("amp 'bf16' on this CPU would be emulated (no avx512_bf16 or amx_bf16 flag), "
-                            "slower than fp32", field="amp", fix="use amp: off here, or a CPU or GPU with native bf16")
-        return dtype
-    raise UserError(f"amp {amp!r} is not available on {device.type}", field="amp",
-                    fix="use amp: off, or bf16 on a CPU with native bf16, or a CUDA device")
 
 
 def seed_everything(seed: int) -> None:
@@ -295,19 +250,6 @@ def _restore_rng(state: dict, cfg: RunConfig, world: World) -> None:
                       "(dropout) differ from an uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
-def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings): fit and
-    the excitation analysis (which loads a checkpoint into it) build it the same way."""
-    model = build_model(cfg.model.name, cfg.model.num_classes or num_classes, se=cfg.model.se,
-                        se_stages=cfg.model.se_stages, **cfg.model.kwargs)
-    if cfg.model.surgery is not None:  # seed 000: SE after every large enough Conv2d
-        sg = cfg.model.surgery
-        apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
-                              "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
-                                     "bias": sg.bias}})
-    return model
-
-
 def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, world: World) -> dict:
     ex = cfg.execution
     main = world.is_main
@@ -316,9 +258,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                             device=device, seed=cfg.seed, path=ex.data_path, cache_dir=ex.cache_dir,
                             num_workers=ex.num_workers, download=ex.download, rank=world.rank,
                             world_size=world.size)
-    model = build_run_model(cfg, loaders.num_classes).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place(build_run_model(cfg, loaders.num_classes), cfg, device)
     input_size = _input_size(model, cfg.data, loaders.info.image_size)
     params, flops = count_params(model), count_flops(model, input_size)
     if world.distributed:
@@ -326,10 +266,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if world.rank > 0:  # the same initial weights (DDP also broadcasts rank 0's), own dropout streams
             seed_everything(distributed.rank_seed(cfg.seed, world.rank))
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs, len(loaders.train))
-    amp_dtype = resolve_amp(cfg.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
+    tr = build_training(cfg, model, len(loaders.train), device)
+    optimizer, scheduler, scaler, amp_dtype = tr.optimizer, tr.scheduler, tr.scaler, tr.amp_dtype
 
     ckpt_dir = run_dir / "ckpt"
     state = _load_state(ckpt_dir, cfg.run_id, world, device)
@@ -343,10 +281,9 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
         start_epoch = state["epoch"] + 1
     metrics_path = run_dir / "metrics.jsonl"
     records = distributed.on_main(lambda: _metrics_before(metrics_path, start_epoch), world)
-    amp_used = str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off"
     env = {**collect_env(device, threads), "run_id": cfg.run_id, "data": loaders.label,
            "data_source": loaders.source,
-           "amp": {"requested": cfg.amp, "used": amp_used,
+           "amp": {"requested": cfg.amp, "used": tr.amp_used,
                    "cpu_flag": cpu_bf16_flag() if device.type == "cpu" and amp_dtype is not None else None}, "execution": ex.model_dump(mode="json"),
            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
            "world_size": world.size,
@@ -368,14 +305,13 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
         eval_net = torch.compile(model) if ex.compile else model
     else:
         net = eval_net = torch.compile(model) if ex.compile else model
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
     fields = _run_fields(cfg, loaders.label)
     for epoch in range(start_epoch, cfg.epochs + 1):
         loaders.train.set_epoch(epoch)
         started = time.perf_counter()
         beat = _heartbeat(run_dir, epoch, cfg.epochs, len(loaders.train), world.size) if main else None
         try:
-            train = train_epoch(net, loaders.train, optimizer, scheduler, loss_fn=loss_fn, scaler=scaler,
+            train = train_epoch(net, loaders.train, optimizer, scheduler, loss_fn=tr.loss_fn, scaler=scaler,
                                 amp_dtype=amp_dtype, channels_last=cfg.channels_last, on_step=beat,
                                 world=world)
             distributed.broadcast_buffers(model, world)  # every rank evaluates rank 0's model
@@ -409,35 +345,51 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                        f"test top-1 err {test['top1_err']:.2f}%, lr {train['lr']:.4g}, "
                        f"{train['img_s']:.0f} img/s, {record['epoch_s']:.1f} s", file=sys.stderr)
 
-    return distributed.on_main(lambda: _finish(cfg, run_dir, model, records, input_size, params, flops,
-                                               device, threads, env, amp_dtype, amp_used, fields, world), world)
+    done = _Trained(cfg, run_dir, model, records, input_size, params, flops, device, threads, env, tr, fields)
+    return distributed.on_main(lambda: _finish(done), world)
 
 
-def _finish(cfg: RunConfig, run_dir: Path, model: nn.Module, records: list[dict], input_size, params: int,
-            flops: int, device: torch.device, threads: int, env: dict, amp_dtype, amp_used: str,
-            fields: dict, world: World) -> dict:
+@dataclass
+class _Trained:
+    """What _finish needs of a trained run."""
+
+    cfg: RunConfig
+    run_dir: Path
+    model: nn.Module
+    records: list[dict]
+    input_size: tuple[int, int, int]
+    params: int
+    flops: int
+    device: torch.device
+    threads: int
+    env: dict
+    training: Training
+    fields: dict
+
+
+def _finish(run: _Trained) -> dict:
     """Measure inference throughput and write the summary (rank 0 of a data-parallel run)."""
-    ex = cfg.execution
-    final = records[-1]
+    cfg, env, final = run.cfg, run.env, run.records[-1]
     # Inference throughput of the trained model at the spec's benchmark batch size (recorded with it).
-    infer = measure_throughput(model, input_size=input_size, batch_size=cfg.benchmark.batch_size,
-                               device=device, train=False, warmup=cfg.benchmark.warmup,
-                               iters=cfg.benchmark.iters, channels_last=cfg.channels_last, amp_dtype=amp_dtype)
-    summary = {"status": "finished", **fields,
+    infer = measure_throughput(run.model, input_size=run.input_size, batch_size=cfg.benchmark.batch_size,
+                               device=run.device, train=False, warmup=cfg.benchmark.warmup,
+                               iters=cfg.benchmark.iters, channels_last=cfg.channels_last,
+                               amp_dtype=run.training.amp_dtype)
+    summary = {"status": "finished", **run.fields,
                "final_test_top1_err": final["test_top1_err"], "final_test_top5_err": final["test_top5_err"],
                "final_test_loss": final["test_loss"], "final_train_loss": final["train_loss"],
-               "params": params, "flops": flops, "input_size": list(input_size),
+               "params": run.params, "flops": run.flops, "input_size": list(run.input_size),
                # Mean over all epochs of this run, including those trained before a resume.
-               "train_img_s": float(np.mean([r["train_img_s"] for r in records])),
-               "wall_s": float(sum(r["epoch_s"] for r in records)),  # training + evaluation, no setup
+               "train_img_s": float(np.mean([r["train_img_s"] for r in run.records])),
+               "wall_s": float(sum(r["epoch_s"] for r in run.records)),  # training + evaluation, no setup
                "infer_img_s": infer["img_s"], "infer_batch_size": cfg.benchmark.batch_size,
                "data_source": env["data_source"],
-               "device": str(device), "device_name": env["device_name"], "threads": threads,
-               "world_size": world.size,
-               "amp": amp_used, "channels_last": cfg.channels_last,
+               "device": str(run.device), "device_name": env["device_name"], "threads": run.threads,
+               "world_size": env["world_size"],
+               "amp": run.training.amp_used, "channels_last": cfg.channels_last,
                "torch": env["versions"]["torch"], "timm": env["versions"]["timm"],
                "git_commit": env["git"]["commit"], "time": now_iso()}
-    atomic_write_json(run_dir / "summary.json", summary)
-    if ex.progress:
-        print(f"[{cfg.run_id}] finished: {run_dir}", file=sys.stderr)
+    atomic_write_json(run.run_dir / "summary.json", summary)
+    if cfg.execution.progress:
+        print(f"[{cfg.run_id}] finished: {run.run_dir}", file=sys.stderr)
     return summary

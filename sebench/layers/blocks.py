@@ -15,7 +15,7 @@ al. 2016b, WRN) do not. In a pre-activation block the BN-ReLU that opens the blo
 when the shortcut projects (as in the reference implementations), so ``pre`` scales that pre-activated
 input of the residual branch's first conv; the shortcut never sees the SE.
 
-Every block ends in :meth:`SEResidual._merge`: with SE at ``standard`` it is ``SqueezeExcite.tail``
+Every block ends in :meth:`SEResidual._merge`: with SE at ``standard`` it is ``fused.se_tail``
 (scale, add and ReLU as one fused autograd node unless the SE module's ``impl`` is ``'reference'``; see
 ``sebench.layers.fused``); otherwise the add and the ReLU run in place on the residual branch's output.
 Every ReLU that follows a BN runs in place too: a BN (or conv) output is a temporary its producer does
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sebench.errors import UserError
-from sebench.layers.fused import excite_through_1x1
+from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite
 
 
@@ -84,12 +84,12 @@ class SEResidual(nn.Module):
         return self.se(x) if self.se_position == position else x
 
     def _merge(self, out: torch.Tensor, shortcut: torch.Tensor, relu: bool,
-               first: Optional[torch.Tensor] = None) -> torch.Tensor:
+               narrow: Optional[tuple] = None) -> torch.Tensor:
         """``[relu](SE(out) + shortcut)`` at the standard position, else ``[relu](out + shortcut)``.
-        `out` is the residual branch's fresh output: it may be overwritten. `first`: the SE's first
-        layer on its squeeze, when the block could get it more cheaply (see ``Bottleneck``)."""
+        `out` is the residual branch's fresh output: it may be overwritten. `narrow`: ``(z, conv, bn)``
+        with ``out = bn(conv(z))``, for the SE's cheaper inference (see ``fused.se_tail``)."""
         if self.se_position == "standard":
-            return self.se.tail(out, shortcut, relu=relu, inplace=True, first=first)
+            return se_tail(self.se, out, shortcut, relu=relu, inplace=True, narrow=narrow)
         out = out.add_(shortcut)
         return out.relu_() if relu else out
 
@@ -141,22 +141,9 @@ class Bottleneck(SEResidual):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(self._at("pre", x))), inplace=True)
         out = self._at("after_3x3", F.relu(self.bn2(self.conv2(out)), inplace=True))
-        first = self._cheap_excite_input(out)
         out = self._merge(self.bn3(self.conv3(out)), self._at("identity", self.shortcut(x)), relu=True,
-                          first=first)
+                          narrow=(out, self.conv3, self.bn3))
         return self._at("post", out)
-
-    def _cheap_excite_input(self, z: torch.Tensor) -> Optional[torch.Tensor]:
-        """Inference with the fused standard SE: its first layer on the squeeze of bn3(conv3(z)),
-        computed from the narrow `z` (``sebench.layers.fused.excite_through_1x1``); None otherwise
-        (also when a hook watches that layer: it must see its input)."""
-        se = self.se
-        if (self.se_position != "standard" or se.impl != "fused" or se.squeeze != "avg"
-                or se.mlp[0]._forward_hooks or se.mlp[0]._forward_pre_hooks
-                or (torch.is_grad_enabled() and (z.requires_grad
-                                                 or any(p.requires_grad for p in self.parameters())))):
-            return None
-        return excite_through_1x1(z, self.conv3, self.bn3, se.mlp[0])
 
 
 class PreActBasicBlock(SEResidual):

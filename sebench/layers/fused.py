@@ -26,7 +26,8 @@ after this backward (no ``retain_graph``) and nothing else holds ``x`` (checked 
 count), ``grad_x`` is written into the saved ``x``, so the backward allocates one activation-sized buffer,
 ``g``, as a plain ReLU's backward does (the unfused backward allocates three). ``g`` gets a fresh buffer
 on purpose: autograd then sums the shortcut's gradient into it in place. The check uses two private torch
-hooks, calibrated once on a tiny graph; if they are missing, a fresh buffer is used. In the forward, the
+hooks, checked once by name (:func:`_private_ok`) and calibrated once on a tiny graph; if either is
+missing, or the calibration fails, a fresh buffer is used. In the forward, the
 tail's output goes into the module's output of the previous training step once nothing else holds it
 (:func:`_output_buffer`): so SE adds no activation-sized allocation to a CPU training step.
 
@@ -43,13 +44,12 @@ like channels_last, not part of the model: see ``SqueezeExcite.impl`` and ``set_
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Optional
 
 import torch
 from torch.autograd.function import once_differentiable
-
-IMPLS = ("fused", "reference")
 
 # channel_dot's working set on CPU: one chunk of the product g * x, sized to stay in a core's L2 cache.
 _CHUNK_BYTES = 1 << 20
@@ -119,6 +119,26 @@ _REUSE: Optional[int] = None
 _PROBE: Optional[list] = None
 
 
+# The two private torch functions buffer reuse needs. A torch release may drop either: their presence is
+# checked once (by name: nothing runs, nothing draws from the RNG) and without them every buffer is fresh.
+_PRIVATE = ((torch._C, "_storage_Use_Count"), (torch._C._autograd, "_get_current_graph_task_keep_graph"))
+_HAS_PRIVATE: Optional[bool] = None
+
+
+def _private_ok() -> bool:
+    """True when this torch has both private functions; otherwise warn once (one line) and say False."""
+    global _HAS_PRIVATE
+    if _HAS_PRIVATE is None:
+        missing = [f"torch._C.{'_autograd.' if owner is not torch._C else ''}{name}"
+                   for owner, name in _PRIVATE if not hasattr(owner, name)]
+        _HAS_PRIVATE = not missing
+        if missing:
+            warnings.warn(f"sebench: this torch ({torch.__version__}) lacks {', '.join(missing)}; the fused SE "
+                          "tail allocates fresh buffers instead of reusing them (same numbers, more memory "
+                          "traffic on CPU)", RuntimeWarning, stacklevel=2)
+    return _HAS_PRIVATE
+
+
 def _use_count(t: torch.Tensor) -> int:
     return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
@@ -155,6 +175,8 @@ def _reuse_limit() -> int:
     global _REUSE
     if _REUSE is None:
         _REUSE = 0  # while calibrating (and for good if it fails)
+        if not _private_ok():
+            return _REUSE
         try:
             _REUSE = _calibrate()
         except Exception:  # private hooks missing or changed: allocate as usual
@@ -224,7 +246,7 @@ def _output_buffer(owner: Optional[torch.nn.Module], x: torch.Tensor) -> torch.T
     with its storage's use count, as in :func:`_may_overwrite`); the step needs that memory anyway, so
     peak memory does not grow. Dropped when the module runs without autograd (:func:`_drop_spare`)."""
     global _ALONE
-    if owner is None or x.device.type != "cpu":
+    if owner is None or x.device.type != "cpu" or not _private_ok():
         return torch.empty_like(x)
     if _ALONE is None:
         _ALONE = _use_count(torch.empty(1))  # a tensor nothing else holds
@@ -319,22 +341,72 @@ def scale_add_relu(x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Te
     return _tail_no_grad(x, s, shortcut, relu, inplace=False)
 
 
-def se_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, relu: bool = False,
-            inplace: bool = False, first: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``[relu](se(x) [+ shortcut])`` for a `SqueezeExcite` `se`, fused (see the module docstring).
+IMPLS = ("fused", "reference")
+DEFAULT_IMPL = "fused"
 
-    `inplace`: `x` is the caller's temporary, and without autograd the result may be written into it.
-    `first`: ``se.mlp[0](x.mean((2, 3)))`` when the caller already has it (see
-    :func:`excite_through_1x1`); used only without autograd and with the average squeeze. The rest of
-    the excitation runs through ``se.mlp`` and the ``se.gate`` module, so hooks on the gate see the same
-    values as in the reference path. NoSqueeze (a per-position gate) keeps the plain ops."""
+
+def se_forward(se, x: torch.Tensor) -> torch.Tensor:
+    """``SqueezeExcite.forward``: ``x * excite(x)`` on the path its `impl` and the context allow."""
+    if _fused_ok(se, x):
+        return _fused_tail(se, x)
+    return se.reference_forward(x)
+
+
+def se_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, *, relu: bool = False,
+            inplace: bool = False, narrow: Optional[tuple] = None) -> torch.Tensor:
+    """``[relu](se(x) [+ shortcut])``: the one call for code that puts a `SqueezeExcite` somewhere.
+
+    `inplace`: `x` is the caller's temporary (without autograd the result may be written into it).
+    `narrow`: ``(z, conv, bn)`` when ``x = bn(conv(z))`` with a narrower `z` (a bottleneck's last 1x1):
+    in inference the excitation's first layer may then be computed from `z` (:func:`excite_through_1x1`).
+    Fused when the module's impl is 'fused', `x` is a 4-d map, torch.compile is not tracing and no
+    forward hook watches the module (hooks then see what they see in the unfused block); otherwise the
+    module is called and the add and ReLU are plain ops."""
+    if _fused_ok(se, x) and not _hooked(se):
+        return _fused_tail(se, x, shortcut, relu=relu, inplace=inplace, narrow=narrow)
+    out = se(x)  # through __call__: hooks on the module see its input and x * s, as always
+    if shortcut is not None:
+        out = out + shortcut
+    return torch.relu(out) if relu else out
+
+
+def _fused_ok(se, x: torch.Tensor) -> bool:
+    """The fused path: asked for, a 4-d map, and not under torch.compile (which traces the textbook
+    ops better than a hand-written autograd node with buffer reuse)."""
+    return (getattr(se, "impl", DEFAULT_IMPL) == "fused" and x.dim() == 4
+            and not torch.compiler.is_compiling())
+
+
+def _hooked(se) -> bool:
+    """Forward (pre-)hooks on the module, or global ones (hooks on ``.gate`` fire on either path)."""
+    from torch.nn.modules import module as _m
+    return bool(se._forward_hooks or se._forward_pre_hooks
+                or getattr(_m, "_global_forward_hooks", None)
+                or getattr(_m, "_global_forward_pre_hooks", None))
+
+
+def _narrow_first(se, narrow: Optional[tuple]) -> Optional[torch.Tensor]:
+    """``se.mlp[0]`` on the squeeze, from a bottleneck's narrow input when the identity holds (None when
+    there is no `narrow`, or a hook watches that layer: it must see its input)."""
+    if narrow is None or se.mlp[0]._forward_hooks or se.mlp[0]._forward_pre_hooks:
+        return None
+    z, conv, bn = narrow
+    return excite_through_1x1(z, conv, bn, se.mlp[0])
+
+
+def _fused_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, relu: bool = False,
+                inplace: bool = False, narrow: Optional[tuple] = None) -> torch.Tensor:
+    """The fused ``[relu](se(x) [+ shortcut])`` (see the module docstring). The rest of the excitation
+    runs through ``se.mlp`` and the ``se.gate`` module, so hooks on the gate see the same values as in the
+    reference path. NoSqueeze (a per-position gate) keeps the plain ops."""
     if se.squeeze == "none":
         out = x * se.excite(x).to(x.dtype)
         out = out if shortcut is None else out + shortcut
         return torch.relu(out) if relu else out
     if not _needs_grad(x, shortcut, module=se):
         _drop_spare(se)  # evaluation: do not hold a training buffer meanwhile
-        if first is not None and se.squeeze == "avg":
+        first = _narrow_first(se, narrow) if se.squeeze == "avg" else None
+        if first is not None:
             h = first.to(x.dtype)
             for layer in list(se.mlp)[1:]:
                 h = layer(h)

@@ -30,7 +30,8 @@ block the add and the ReLU that follow it, as one autograd node with a hand-writ
 (``sebench.layers.fused``); ``'reference'`` runs the textbook ops (``x * s``, ``+``, ``relu``). Both compute
 the same function (tested to 1e-6 forward and backward), so the choice is an execution detail like
 channels_last: it is not part of SEConfig (run ids and checkpoints do not depend on it). Switch a built
-model with :func:`set_se_impl`.
+model with :func:`set_se_impl`. ``sebench.layers.fused`` owns the protocol: residual blocks and every
+other placement call its ``se_tail``.
 """
 
 from __future__ import annotations
@@ -177,8 +178,7 @@ class Gate(nn.Module):
         return self.kind
 
 
-IMPLS = fused.IMPLS
-DEFAULT_IMPL = "fused"
+IMPLS, DEFAULT_IMPL = fused.IMPLS, fused.DEFAULT_IMPL
 
 
 def _check_impl(impl: str) -> str:
@@ -193,8 +193,8 @@ class SqueezeExcite(nn.Module):
     With squeeze avg/max the MLP runs as matmuls on [N, C] (nn.Linear) and the gate is [N, C]; with
     squeeze ``none`` it runs as 1x1 convs on [N, C, H, W] and the gate has the map's shape.
     `tag` names the module as the paper does (``SE_<stage>_<block>``) once a model places it.
-    `impl`: ``'fused'`` or ``'reference'`` (see the module docstring); :meth:`tail` is what residual
-    blocks call for ``relu(se(x) + shortcut)``.
+    `impl`: ``'fused'`` or ``'reference'`` (see the module docstring). Code that places the module calls
+    ``sebench.layers.fused.se_tail(se, x, shortcut, relu=...)`` for ``[relu](se(x) [+ shortcut])``.
     """
 
     def __init__(self, channels: int, cfg: Optional[SEConfig] = None, *, impl: Optional[str] = None,
@@ -232,37 +232,7 @@ class SqueezeExcite(nn.Module):
         return s if s.dim() == 4 else s[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_ok(x):
-            return fused.se_tail(self, x)
-        return self.reference_forward(x)
-
-    def _fused_ok(self, x: torch.Tensor) -> bool:
-        """The fused path: asked for, a 4-d map, and not under torch.compile (which traces the
-        textbook ops better than a hand-written autograd node with buffer reuse)."""
-        return (getattr(self, "impl", DEFAULT_IMPL) == "fused" and x.dim() == 4
-                and not torch.compiler.is_compiling())
-
-    def tail(self, x: torch.Tensor, shortcut: Optional[torch.Tensor], relu: bool = True,
-             inplace: bool = False, first: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``relu(self(x) + shortcut)`` (``relu=False``: no ReLU; ``shortcut=None``: no add), the end of
-        a residual block with SE at the standard position. `inplace`: `x` is the caller's temporary
-        (without autograd the fused path may write the result into it). `first`:
-        ``self.mlp[0](x.mean((2, 3)))`` if the caller has it already (the fused path uses it without
-        autograd)."""
-        if self._fused_ok(x) and not self._hooked():
-            return fused.se_tail(self, x, shortcut, relu=relu, inplace=inplace, first=first)
-        out = self(x)  # through __call__: hooks on this module see its input and x * s, as always
-        if shortcut is not None:
-            out = out + shortcut
-        return torch.relu(out) if relu else out
-
-    def _hooked(self) -> bool:
-        """Forward (pre-)hooks on this module, or global ones: then `tail` calls the module, so that
-        they see what they would see in the unfused block (hooks on ``.gate`` fire either way)."""
-        from torch.nn.modules import module as _m
-        return bool(self._forward_hooks or self._forward_pre_hooks
-                    or getattr(_m, "_global_forward_hooks", None)
-                    or getattr(_m, "_global_forward_pre_hooks", None))
+        return fused.se_forward(self, x)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * excite(x)`` as plain ops, whatever `impl` says."""

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sebench.errors import UserError
+from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite
 from sebench.models.common import build_stage, init_weights, stage_se
 
@@ -104,7 +105,7 @@ class ShakeBlock(nn.Module):
         residual = shake_shake(self.branch1(h), self.branch2(h), self.training)
         shortcut = x if self.shortcut is None else self.shortcut(h)
         if self.se is not None:
-            return self.se.tail(residual, shortcut, relu=False, inplace=True)  # se(residual) + shortcut
+            return se_tail(self.se, residual, shortcut, inplace=True)  # se(residual) + shortcut
         return residual + shortcut
 
 

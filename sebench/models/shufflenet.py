@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sebench.errors import UserError
+from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite
 from sebench.models.common import build_stage, init_weights, stage_se
 
@@ -86,7 +87,7 @@ class ShuffleUnit(nn.Module):
                 out = self.se(out)
             return F.relu(torch.cat([F.avg_pool2d(x, 3, 2, 1), out], 1))
         if self.se is not None:
-            return self.se.tail(out, x, inplace=True)  # relu(se(out) + x)
+            return se_tail(self.se, out, x, relu=True, inplace=True)  # relu(se(out) + x)
         return F.relu(out + x)
 
 

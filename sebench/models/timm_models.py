@@ -70,18 +70,6 @@ def timm_resnet(name: str = "resnet50", se=None, **kwargs) -> nn.Module:
 # -- 2. zoo entries -------------------------------------------------------------------------------------
 
 
-class ModuleSE(nn.Module):
-    """A module followed by an SE module over its output channels (SE after a whole block)."""
-
-    def __init__(self, module: nn.Module, se: SqueezeExcite):
-        super().__init__()
-        self.module = module
-        self.se = se
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se.tail(self.module(x), None, relu=False, inplace=not self.module._forward_hooks)
-
-
 def _only_standard(name: str, se: Optional[SEConfig]) -> None:
     if se is not None and se.position != "standard":
         raise UserError(f"SE position {se.position!r} does not exist in {name} (it has no residual "
@@ -168,4 +156,4 @@ def register_timm_models(models: dict, entry_cls) -> None:
         models[name] = entry_cls(name, builder, size, 1000, description)
 
 
-__all__ = ["ModuleSE", "TIMM_ZOO", "register_timm_models", "se_attn_layer", "timm_resnet"]
+__all__ = ["TIMM_ZOO", "register_timm_models", "se_attn_layer", "timm_resnet"]
