@@ -170,7 +170,7 @@ def cmd_plan(args) -> int:
                and (exc := amp_refusal(row.run, args.device))}
     measured = {}
     if args.estimate:
-        from sebench.runner import estimate_seconds, measured_seconds
+        from sebench.estimate import estimate_seconds, measured_seconds
         measured = measured_seconds(rows, device=args.device)
         for row in rows:
             if row.status != "reusable" and row.run.run_id not in refused:
@@ -200,7 +200,7 @@ def cmd_plan(args) -> int:
     line = f"\n{len(rows)} runs ({summary or 'none'}), {len(pending)} pending"
     if args.estimate:
         from sebench.engine.builders import device_kind
-        from sebench.runner import cpu_busy_note
+        from sebench.estimate import cpu_busy_note
         todo = [r for r in rows if r.status not in ("finished", "reusable") and r.run.run_id not in refused]
         known = [r.est_seconds for r in todo if r.est_seconds is not None]
         if todo or not refused:
@@ -294,9 +294,9 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
     result = slurm.wait(sub)  # with no jobs at once: what was skipped or adopted
     if args.wandb:
         from sebench.runner import mirror_ended
-        from sebench.store import run_dir as store_run_dir
+        from sebench.store import RunDir
         for run_id, outcome in result.outcomes():
-            mirror_ended(store_run_dir(Path(args.results), spec.name, run_id), outcome)
+            mirror_ended(RunDir.of(Path(args.results), spec.name, run_id).path, outcome)
     _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
 
@@ -432,8 +432,8 @@ def cmd_speed(args) -> int:
     torch.set_num_threads(args.threads or available_cpus())
     finished: dict[str, list[Path]] = {}
     for directory, summary in iter_summaries(args.results):
-        if summary.get("profile") == args.profile and summary.get("status") == "finished":
-            finished.setdefault(str(summary.get("experiment")), []).append(directory)
+        if summary.profile == args.profile and summary.finished:
+            finished.setdefault(summary.experiment, []).append(directory)
     if args.spec == "all":
         names = sorted(finished)
     else:  # a spec path or name: its runs are stored under the spec's name

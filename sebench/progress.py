@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence, TextIO
 
 from tqdm import tqdm
 
-from sebench.store import read_jsonl, read_progress
+from sebench.store import RunDir, read_jsonl, read_progress
 
 INTERVAL_ENV = "SEBENCH_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL = 30.0  # seconds between snapshots in a log: alive, yet a day's sweep stays readable
@@ -247,7 +247,7 @@ class SweepProgress:
 
     # ---- reading ----
     def _read(self, run: _Run) -> None:
-        run.records = read_jsonl(run.directory / "metrics.jsonl")
+        run.records = read_jsonl(RunDir(run.directory).metrics)
         if run.fresh:
             run.records = self._fresh(run)
         beat = read_progress(run.directory)

@@ -126,8 +126,7 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
                  reuse: bool = True, log: Callable[[str], None] = print) -> Submission:
     """Submit every run that is not finished (or running elsewhere) as one job array."""
     from sebench.runner import check_data_parallel, log_plan, reuse_identical, todo_rows, with_execution
-    from sebench.store import check_writable
-    from sebench.store import run_dir as store_run_dir
+    from sebench.store import RunDir, check_writable
 
     if cluster not in CLUSTERS:
         raise UserError(f"unknown cluster {cluster!r}", where="--cluster", fix=f"allowed: {', '.join(CLUSTERS)}")
@@ -137,7 +136,7 @@ def submit_sweep(spec: Spec, profile: str, results: Path, slurm: SlurmCfg, *, cl
         raise UserError(f"SLURM's {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH",
                         where="--launcher slurm",
                         fix="submit from a SLURM login node, or try the array here with --cluster local")
-    check_writable(store_run_dir(results, spec.name, "x").parent)
+    check_writable(RunDir.of(results, spec.name, "x").path.parent)
     rows, todo, pending = todo_rows(spec, profile, results, overrides, only)
     if reuse:  # adopted here, before submitting: an identical finished run needs no job
         reuse_identical(todo, results, log)

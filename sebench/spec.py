@@ -13,11 +13,12 @@ import hashlib
 import itertools
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator,
-                      model_serializer)
+                      model_serializer, model_validator)
 from pydantic_core import PydanticSerializationError
 
 from sebench.errors import UserError, choice_error
@@ -29,7 +30,7 @@ class _Strict(BaseModel):
 
 
 class SurgeryCfg(_Strict):
-    """Architecture-agnostic SE (seed 000): an SE module after every Conv2d with min(in, out) channels
+    """Architecture-agnostic SE (source 000): an SE module after every Conv2d with min(in, out) channels
     >= min_channels, hidden width latent_channels (a count, or a fraction of the channels when < 1)."""
 
     min_channels: int = Field(128, ge=0)
@@ -158,14 +159,25 @@ MetricName = Literal["top1_err", "top5_err", "top1_acc", "top5_acc", "test_loss"
 
 
 class SourceRef(_Strict):
-    """The source table a spec reproduces: seed file, table name, the reference CSV that holds it, and
-    which of its columns holds each metric (``{column}`` stands for the column axis's `ref`, e.g.
-    "{column} top-1 err." -> "SENet top-1 err.")."""
+    """The source table a spec reproduces: the source text's file (shared/seeds/, e.g.
+    003_a73290d79b60d9ae.txt), table name, the reference CSV that holds it, and which of its columns holds
+    each metric (``{column}`` stands for the column axis's `ref`, e.g. "{column} top-1 err." -> "SENet
+    top-1 err."). The file was once keyed `seed`, which still reads, with a deprecation warning."""
 
-    seed: str
+    file: str
     table: str
     reference: Optional[str] = None  # file under results/reference/
     metrics: dict[MetricName, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_seed_key(cls, data):
+        """`seed:` named the source file before "seed" meant only a random seed: read it, and say so."""
+        if isinstance(data, dict) and "seed" in data and "file" not in data:
+            warnings.warn("spec key source.seed is deprecated: name the source text's file source.file",
+                          DeprecationWarning, stacklevel=2)
+            data = {("file" if k == "seed" else k): v for k, v in data.items()}
+        return data
 
 
 class SweepValue(_Strict):

@@ -19,10 +19,10 @@ from sebench.progress import Board
 from sebench.store import SPEED_FILE, atomic_write_json, read_finished_run
 
 
-def _signature(cfg, summary: dict) -> str:
+def _signature(cfg, summary) -> str:
     """What a run's speed depends on: its model (with SE and surgery), input and batch sizes, memory
     format and precision; not its seed, data order or epochs."""
-    return json.dumps({"model": cfg.model.model_dump(mode="json"), "input_size": summary.get("input_size"),
+    return json.dumps({"model": cfg.model.model_dump(mode="json"), "input_size": summary.input_size,
                        "batch_size": cfg.batch_size, "infer_batch_size": cfg.benchmark.batch_size,
                        "channels_last": cfg.channels_last, "amp": cfg.amp}, sort_keys=True)
 
@@ -55,11 +55,11 @@ def remeasure_runs(run_dirs: Sequence, *, repeats: int, iters: int,
         num_classes = cfg.model.num_classes or get_info(cfg.data.name).num_classes or 1000
         amp = resolve_amp(cfg.amp, device)  # the dtype the run trained in (bf16 on a CPU with native bf16)
         configs.append({"members": members, "model": build_run_model(cfg, num_classes),
-                        "input_size": tuple(summary["input_size"]), "channels_last": cfg.channels_last,
+                        "input_size": tuple(summary.input_size), "channels_last": cfg.channels_last,
                         "amp": amp, "batch": {True: cfg.batch_size, False: cfg.benchmark.batch_size},
                         "img_s": {True: [], False: []},
                         "name": f"{members[0][0].name} ({cfg.model.name}, "
-                                f"{'SE surgery' if cfg.model.surgery else summary.get('se') or 'no SE'})"})
+                                f"{'SE surgery' if cfg.model.surgery else summary.se or 'no SE'})"})
     log(f"re-measuring {len(configs)} configuration(s) of {sum(len(g) for g in groups.values())} run(s) on "
         f"{device_name(device)}, {torch.get_num_threads()} thread(s): {repeats} repeats x {iters} steps")
     board = Board("measurements", (repeats + 1) * len(configs) * 2, enabled=progress)

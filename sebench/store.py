@@ -1,4 +1,4 @@
-"""The results store: run directories and crash-safe writes.
+"""The results store: run directories (their layout: RunDir) and crash-safe writes.
 
 Every file a run writes goes through here. Whole files are replaced atomically (temp file in the same
 directory, fsync, os.replace), so a reader or a killed writer never sees half a file; logs are JSON lines
@@ -15,13 +15,72 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator, Optional, Union
 
 from sebench.errors import UserError
+from sebench.records import RunSummary
 
 PathLike = Union[str, os.PathLike]
 
+LOCK_NAME = ".lock"  # one runner per run (runner.locks); git-ignored
+SPEED_FILE = "speed.json"
+# Where a training run is within its epoch (fit rewrites it every few seconds; sebench.progress reads it).
+# Transient: removed when the run ends, git-ignored, read by nothing that makes a number.
+PROGRESS_FILE = ".progress.json"
 
-def run_dir(root: PathLike, experiment: str, run_id: str) -> Path:
-    """Where one run's records live: <root>/runs/<experiment>/<run_id>."""
-    return Path(root) / "runs" / experiment / run_id
+class RunDir:
+    """One run's folder, <root>/runs/<experiment>/<run_id>, and its layout: every file a run's records
+    consist of is named here and nowhere else.
+
+        config.yaml    the complete RunConfig with its run id (write_run_config)
+        env.json       versions, git state, hardware, threads, data; each resume appends a record
+        metrics.jsonl  one line per finished epoch
+        summary.json   written last (records.RunSummary): finished, or failed with the reason
+        ckpt/          last.pt, prev.pt (engine.checkpoint; git-ignored)
+        speed.json     `sebench speed`'s re-measurement;  analysis/  `sebench analyze`'s study
+        .lock, .progress.json   while a runner holds it / while it trains (git-ignored)
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, root: PathLike, experiment: str, run_id: str) -> "RunDir":
+        return cls(Path(root) / "runs" / experiment / run_id)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    config = property(lambda self: self.path / "config.yaml")
+    env = property(lambda self: self.path / "env.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    summary = property(lambda self: self.path / "summary.json")
+    ckpt = property(lambda self: self.path / "ckpt")
+    speed = property(lambda self: self.path / SPEED_FILE)
+    analysis = property(lambda self: self.path / "analysis")
+    lock = property(lambda self: self.path / LOCK_NAME)
+    progress = property(lambda self: self.path / PROGRESS_FILE)
+
+    def has_checkpoint(self) -> bool:
+        """Whether the run resumes (from its last epoch checkpoint) rather than training from epoch 1."""
+        return self.ckpt.is_dir() and any(self.ckpt.glob("*.pt"))
+
+    def read_summary(self) -> Optional[RunSummary]:
+        """The run's summary, None when it has none yet; UserError (file, field, fix) when damaged."""
+        if not self.summary.exists():
+            return None
+        return RunSummary.read(self.summary)
+
+    def recorded_status(self) -> Optional[str]:
+        """'finished' or 'failed' as the summary says; None without a readable one."""
+        try:
+            summary = self.read_summary()
+        except UserError:
+            return None
+        return summary.status if summary is not None else None
+
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_json(self.summary, summary.to_json())
 
 
 def check_writable(directory: PathLike) -> Path:
@@ -143,7 +202,7 @@ def read_jsonl(path: PathLike) -> list[dict]:
 
 
 def read_finished_run(run_dir: PathLike):
-    """(RunConfig, recorded run id, summary, the command that reruns it) of a finished run; UserError
+    """(RunConfig, recorded run id, RunSummary, the command that reruns it) of a finished run; UserError
     naming the file otherwise."""
     import yaml
     from pydantic import ValidationError
@@ -151,7 +210,7 @@ def read_finished_run(run_dir: PathLike):
     from sebench.spec import RunConfig
 
     run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
+    config = RunDir(run_dir).config
     if not config.is_file():
         raise UserError("not a run directory (no config.yaml)", where=str(run_dir),
                         fix="pass a folder results/runs/<experiment>/<run_id>")
@@ -164,14 +223,14 @@ def read_finished_run(run_dir: PathLike):
         raise UserError(f"unreadable run configuration ({first})", where=str(config)) from None
     run_id = run_id or cfg.run_id
     rerun = f"`sebench run {cfg.experiment} --profile {cfg.profile}`"
-    path = run_dir / "summary.json"
+    where = RunDir(run_dir)
     try:
-        summary = json.loads(path.read_text()) if path.exists() else None
-    except (OSError, json.JSONDecodeError):
+        summary = where.read_summary()
+    except UserError:
         summary = None
-    if not summary or summary.get("status") != "finished":
-        state = "no readable summary" if not summary else f"status {summary.get('status')!r}"
-        raise UserError(f"the run has not finished ({state})", where=str(path),
+    if summary is None or not summary.finished:
+        state = "no readable summary" if summary is None else f"status {summary.status!r}"
+        raise UserError(f"the run has not finished ({state})", where=str(where.summary),
                         fix=f"finish it first: {rerun} resumes it")
     return cfg, run_id, summary, rerun
 
@@ -180,7 +239,7 @@ def write_run_config(directory: PathLike, rc) -> None:
     """config.yaml: the complete RunConfig `rc` with its run id first (what `fit` and `adopt_run` write)."""
     import yaml
 
-    atomic_write_text(Path(directory) / "config.yaml",
+    atomic_write_text(RunDir(directory).config,
                       yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}, sort_keys=False))
 
 
@@ -191,22 +250,23 @@ def recipe_key(rc) -> str:
     return json.dumps({**ident, "benchmark": rc.benchmark.model_dump(mode="json")}, sort_keys=True)
 
 
-def adopt_run(source: PathLike, rc, dest: PathLike) -> dict:
+def adopt_run(source: PathLike, rc, dest: PathLike) -> RunSummary:
     """Record `rc` as finished with the records of the finished run in `source`, which trained the same
     recipe (equal :func:`recipe_key`) for another experiment: the ablation tables of a paper share one
     baseline, and training it again gives the same numbers (same seed, same data order) at full cost.
     metrics.jsonl is copied, env.json and summary.json say ``reused_from: <experiment>/<run_id>``; the
     summary, written last, makes the run count as finished. Checkpoints stay with the source."""
-    source, dest = Path(source), Path(dest)
-    origin = f"{source.parent.name}/{source.name}"
-    summary = json.loads((source / "summary.json").read_text())
-    dest.mkdir(parents=True, exist_ok=True)
-    write_run_config(dest, rc)
-    atomic_write_text(dest / "metrics.jsonl", (source / "metrics.jsonl").read_text())
-    env = json.loads((source / "env.json").read_text()) if (source / "env.json").exists() else {}
-    atomic_write_json(dest / "env.json", {**env, "run_id": rc.run_id, "reused_from": origin})
-    summary.update(run_id=rc.run_id, experiment=rc.experiment, labels=rc.labels, reused_from=origin)
-    atomic_write_json(dest / "summary.json", summary)
+    source, dest = RunDir(source), RunDir(dest)
+    origin = f"{source.path.parent.name}/{source.path.name}"
+    summary = RunSummary.read(source.summary)
+    dest.path.mkdir(parents=True, exist_ok=True)
+    write_run_config(dest.path, rc)
+    atomic_write_text(dest.metrics, source.metrics.read_text())
+    env = json.loads(source.env.read_text()) if source.env.exists() else {}
+    atomic_write_json(dest.env, {**env, "run_id": rc.run_id, "reused_from": origin})
+    summary = summary.model_copy(update=dict(run_id=rc.run_id, experiment=rc.experiment,
+                                             labels=dict(rc.labels), reused_from=origin))
+    dest.write_summary(summary)
     return summary
 
 
@@ -226,11 +286,6 @@ RUN_COLUMNS = [
 # speed.json in the run folder); empty until then. reused_from: <experiment>/<run_id> of the identical run
 # whose records this one carries (store.adopt_run).
 SPEED_COLUMNS = [c for c in RUN_COLUMNS if c.startswith("speed_")]
-SPEED_FILE = "speed.json"
-# Where a training run is within its epoch (fit rewrites it every few seconds; sebench.progress reads it).
-# Transient: removed when the run ends, git-ignored, read by nothing that makes a number.
-PROGRESS_FILE = ".progress.json"
-
 
 def hardware_text(device_name: Optional[str], device: Optional[str], threads=None) -> str:
     """How tables and figures name where a run trained, from its records: 'Intel Xeon (cpu, 1 thread)'.
@@ -242,12 +297,12 @@ def hardware_text(device_name: Optional[str], device: Optional[str], threads=Non
     return f"{device_name or 'unknown device'} ({where})"
 
 
-def iter_summaries(root: PathLike) -> Iterator[tuple[Path, dict]]:
+def iter_summaries(root: PathLike) -> Iterator[tuple[Path, RunSummary]]:
     """(run directory, summary) for every run under <root>/runs that has a readable summary."""
     for path in sorted(Path(root).glob("runs/*/*/summary.json")):
         try:
-            yield path.parent, json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            yield path.parent, RunSummary.read(path)
+        except UserError:
             continue  # a summary is written atomically; unreadable means foreign or damaged: skip it
 
 
@@ -255,7 +310,7 @@ def read_speed(directory: PathLike) -> dict:
     """A run's speed.json (`sebench speed`), or {} when there is none yet (it is written atomically:
     unreadable means damaged, and `sebench speed` measures again)."""
     try:
-        return json.loads((Path(directory) / SPEED_FILE).read_text())
+        return json.loads(RunDir(directory).speed.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -263,7 +318,7 @@ def read_speed(directory: PathLike) -> dict:
 def read_progress(directory: PathLike) -> dict:
     """A running run's heartbeat (PROGRESS_FILE), or {} when there is none or it cannot be read."""
     try:
-        beat = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+        beat = json.loads(RunDir(directory).progress.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return beat if isinstance(beat, dict) else {}
@@ -272,14 +327,14 @@ def read_progress(directory: PathLike) -> dict:
 def write_progress(directory: PathLike, beat: dict) -> None:
     """Replace a run's heartbeat: temp file and rename, without fsync (it is rewritten every few seconds,
     and losing the last one to a crash loses nothing)."""
-    path = Path(directory) / PROGRESS_FILE
+    path = RunDir(directory).progress
     tmp = path.with_name(f"{PROGRESS_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(beat))
     os.replace(tmp, path)
 
 
 def clear_progress(directory: PathLike) -> None:
-    (Path(directory) / PROGRESS_FILE).unlink(missing_ok=True)
+    RunDir(directory).progress.unlink(missing_ok=True)
 
 
 def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
@@ -288,20 +343,21 @@ def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
 
     rows = []
     for directory, summary in iter_summaries(root):
-        if profile is not None and summary.get("profile") != profile:
+        if profile is not None and summary.profile != profile:
             continue
-        row = {k: summary.get(k) for k in RUN_COLUMNS}
+        record = summary.to_json()
+        row = {k: record.get(k) for k in RUN_COLUMNS}
         if row["se_stages"] is not None:
             row["se_stages"] = ",".join(map(str, row["se_stages"]))
         if row["input_size"] is not None:
             row["input_size"] = "x".join(map(str, row["input_size"]))
-        config = directory / "config.yaml"
+        config = RunDir(directory).config
         if config.exists():
             surgery = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("surgery")
             if surgery:
                 row["surgery"] = (f"min_channels {surgery['min_channels']}, latent {surgery['latent_channels']}, "
                                   f"{surgery['variant']}")
-        for axis, label in (summary.get("labels") or {}).items():
+        for axis, label in summary.labels.items():
             row[f"label.{axis}"] = label
         speed = read_speed(directory)
         row.update({c: speed.get(c.removeprefix("speed_")) for c in SPEED_COLUMNS})
@@ -325,14 +381,3 @@ def collect(root: PathLike, profile: Optional[str] = None) -> dict[str, Path]:
         atomic_write_text(out, frame.to_csv(index=False))
         written[prof] = out
     return written
-
-
-def load_runs(root: PathLike, profile: str):
-    """The consolidated run table of one profile as a DataFrame (UserError when not collected yet)."""
-    import pandas as pd
-
-    path = Path(root) / profile / "runs.csv"
-    if not path.exists():
-        raise UserError(f"no consolidated runs for profile {profile!r}", where=str(path),
-                        fix="run `sebench collect` first")
-    return pd.read_csv(path)

@@ -1,11 +1,11 @@
-"""Architecture-agnostic SE: add an SE module after every Conv2d of any model (seed 000's method card).
+"""Architecture-agnostic SE: add an SE module after every Conv2d of any model (source 000's method card).
 
 ``add_se(model, min_channels=128, latent_channels=64)`` replaces every ``nn.Conv2d`` whose
 ``min(in_channels, out_channels) >= min_channels`` by a :class:`ConvSE` (the conv, then an SE module over
 its output channels), in place, and returns how many it wrapped. It works on any ``nn.Module`` (timm,
 torchvision, the zoo): it only swaps child modules, so the model's own forward is untouched.
 
-* Hidden width: ``latent_channels`` as in seed 000, an int count (64 suggested there) or a fraction of the
+* Hidden width: ``latent_channels`` as in source 000, an int count (64 suggested there) or a fraction of the
   conv's output channels when < 1; ``latent_channels=None`` takes the width from `se` (its
   ``reduction``, the paper's r, or its ``latent_channels``).
 * `se`: which member of the SE family (variant, squeeze, gate, bias): an SEConfig, a dict, or a variant

@@ -205,14 +205,14 @@ def _finish(wandb, run, exit_code: int = 0, timeout: float = 60.0) -> Path:
 def _read_run(run_dir: Path) -> tuple[dict, dict, dict, list[dict]]:
     import yaml
 
-    from sebench.store import read_jsonl
+    from sebench.records import RunSummary
+    from sebench.store import RunDir, read_jsonl
 
-    summary = json.loads((run_dir / "summary.json").read_text())
-    config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
-    env_path = run_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.exists() else {}
-    return summary, config, env, read_jsonl(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    summary = RunSummary.read(run.summary).to_json()  # checked against the schema; mirrored as a mapping
+    config = (yaml.safe_load(run.config.read_text()) or {}) if run.config.exists() else {}
+    env = json.loads(run.env.read_text()) if run.env.exists() else {}
+    return summary, config, env, read_jsonl(run.metrics)
 
 
 def _abandon(run, message: str) -> None:

@@ -46,17 +46,17 @@ def test_analyze_run_writes_outputs_and_verifies_the_checkpoint(trained, tmp_pat
     assert set(result.paths) == set(OUTPUTS)
     for path in result.paths.values():
         assert path.parent == tmp_path / "out" and path.stat().st_size > 0
-    assert abs(result.test_top1_err - summary["final_test_top1_err"]) <= ERR_TOLERANCE
+    assert abs(result.test_top1_err - summary.final_test_top1_err) <= ERR_TOLERANCE
     assert result.checkpoint_matches and result.images == 100
     assert result.blocks == ["SE_1_3", "SE_2_3", "SE_3_1", "SE_3_2", "SE_3_3"]  # the paper's rule
     assert result.classes == ["frog", "airplane", "dog", "truck"]
-    for part in (DATA_LABEL, "resnet20", summary["run_id"], "1 epoch"):
+    for part in (DATA_LABEL, "resnet20", summary.run_id, "1 epoch"):
         assert part in result.label
-    assert result.label.endswith(f"\ntrained on {summary['device_name']} (cpu, 1 thread)")  # fp32: no autocast
+    assert result.label.endswith(f"\ntrained on {summary.device_name} (cpu, 1 thread)")  # fp32: no autocast
     stats = ExcitationStats.read_csv(result.paths["stats_csv"])
     assert stats.blocks == TAGS and sum(stats.counts().values()) == 100  # every block for the depth plots
     report = json.loads(result.paths["report_json"].read_text())
-    assert report["checkpoint_matches"] and report["summary_test_top1_err"] == summary["final_test_top1_err"]
+    assert report["checkpoint_matches"] and report["summary_test_top1_err"] == summary.final_test_top1_err
     assert report["caption"] == result.label
 
 
@@ -108,7 +108,7 @@ def test_missing_checkpoint_or_unfinished_run_is_a_user_error(trained, tmp_path)
 def test_a_test_error_unlike_the_summary_warns_and_is_recorded(trained, tmp_path):
     run, summary = trained
     other = copy_run(run, tmp_path / "other")
-    (other / "summary.json").write_text(json.dumps({**summary, "final_test_top1_err": 50.0}))
+    (other / "summary.json").write_text(json.dumps({**summary.to_json(), "final_test_top1_err": 50.0}))
     with pytest.warns(RuntimeWarning, match="differs from the run's 50.0%"):
         result = analyze_run(other, blocks=["SE_3_3"], device="cpu", threads=1, progress=False)
     assert not result.checkpoint_matches

@@ -107,30 +107,30 @@ def test_array_loader_on_cuda_gives_the_cpu_batches():
 def test_fit_on_cuda_with_amp_and_channels_last(amp, channels_last, tmp_path):
     c = cfg(amp=amp, channels_last=channels_last)
     summary = fit(c, tmp_path / "run")
-    assert summary["status"] == "finished" and summary["device"].startswith("cuda")
-    assert summary["amp"] == {"off": "off", "bf16": "bfloat16", "fp16": "float16"}[amp]
-    assert summary["device_name"] == torch.cuda.get_device_name(0)
+    assert summary.status == "finished" and summary.device.startswith("cuda")
+    assert summary.amp == {"off": "off", "bf16": "bfloat16", "fp16": "float16"}[amp]
+    assert summary.device_name == torch.cuda.get_device_name(0)
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(metrics) == 2 and all(m["train_loss"] == m["train_loss"] for m in metrics)  # not NaN
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] * 1.5
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert env["amp"]["used"] == summary["amp"] and env["cuda"] and env["cudnn"]
-    assert summary["infer_img_s"] > 0
+    assert env["amp"]["used"] == summary.amp and env["cuda"] and env["cudnn"]
+    assert summary.infer_img_s > 0
 
 
 def test_fit_on_cuda_is_deterministic_when_asked(tmp_path):
     c = cfg(execution=ExecutionCfg(device="cuda", progress=False, deterministic=True))
     a, b = fit(c, tmp_path / "a"), fit(c, tmp_path / "b")
     for k in ("final_test_top1_err", "final_test_loss", "final_train_loss"):
-        assert a[k] == b[k], k
+        assert getattr(a, k) == getattr(b, k), k
 
 
 def test_fit_on_cuda_with_torch_compile_matches_eager(tmp_path):
     eager = fit(cfg(epochs=1), tmp_path / "eager")
     compiled = fit(cfg(epochs=1, execution=ExecutionCfg(device="cuda", progress=False, compile=True)),
                    tmp_path / "compiled")
-    assert compiled["status"] == "finished"
-    assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=0.05)
+    assert compiled.status == "finished"
+    assert compiled.final_train_loss == pytest.approx(eager.final_train_loss, rel=0.05)
 
 
 def _free_port() -> int:

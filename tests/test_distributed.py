@@ -38,7 +38,7 @@ TIMEOUT = 420  # generous: a loaded 2-core machine starts torch slowly
 
 SPEC = """
 title: tiny data-parallel check
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: cnn3, kwargs: {dropout: 0.0}, se: {reduction: 4}}
   data: {name: synthetic, train_subset: 128, test_subset: 60, augment: crop_flip}
@@ -201,9 +201,9 @@ def test_each_job_gets_its_own_gpu(monkeypatch):
     # What is visible: CUDA_VISIBLE_DEVICES entries (ids or UUIDs), as many as torch counts.
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,GPU-6f1c")
-    assert runner._visible_gpus() == ["4", "GPU-6f1c"]
+    assert runner.visible_gpus() == ["4", "GPU-6f1c"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert runner._visible_gpus() == ["0", "1"]
+    assert runner.visible_gpus() == ["0", "1"]
 
 
 def test_job_workers_see_exactly_their_gpu():
@@ -243,10 +243,10 @@ def test_run_sweep_hands_the_gpu_list_to_the_pools(monkeypatch, tmp_path):
         def shutdown(self, **kw):
             pass
 
-    monkeypatch.setattr(runner, "_visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(runner, "available_cpus", lambda: 6)
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
-    monkeypatch.setattr(runner, "make_pools", lambda jobs, gpus: asked.append((jobs, gpus)) or
+    monkeypatch.setattr(runner.sweep, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(runner.sweep, "available_cpus", lambda: 6)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(runner.pool, "make_pools", lambda jobs, gpus: asked.append((jobs, gpus)) or
                         [FakePool(g) for g in runner.assign_gpus(jobs, gpus)])
     lines = []
     result = runner.run_sweep(load_spec(spec_path), "smoke", tmp_path / "r", jobs=2, device="auto", log=lines.append)

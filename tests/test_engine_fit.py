@@ -62,16 +62,16 @@ def test_fit_writes_the_run_records(reference):
     assert set(metrics[0]) == {"epoch", *METRICS, "train_img_s", "epoch_s", "time"}
     assert [m["lr"] for m in metrics] == pytest.approx([0.05, 0.05, 0.005, 0.0005])  # /10 at 50%, 75%
     on_disk = json.loads((run / "summary.json").read_text())
-    assert on_disk == summary and summary["status"] == "finished" and summary["run_id"] == cfg.run_id
+    assert on_disk == summary.to_json() and summary.status == "finished" and summary.run_id == cfg.run_id
     last = metrics[-1]  # final epoch, never the best one
-    assert summary["final_test_top1_err"] == last["test_top1_err"]
-    assert summary["final_test_top5_err"] == last["test_top5_err"]
-    assert summary["final_train_loss"] == last["train_loss"]
-    assert summary["params"] == sum(p.numel() for p in builders.build_model("cnn3", 10).parameters())
-    assert summary["flops"] > 0 and summary["train_img_s"] > 0 and summary["batch_size"] == 16
-    assert summary["dataset"] == "synthetic [train 64, test 32]" and summary["se"] == "none"
+    assert summary.final_test_top1_err == last["test_top1_err"]
+    assert summary.final_test_top5_err == last["test_top5_err"]
+    assert summary.final_train_loss == last["train_loss"]
+    assert summary.params == sum(p.numel() for p in builders.build_model("cnn3", 10).parameters())
+    assert summary.flops > 0 and summary.train_img_s > 0 and summary.batch_size == 16
+    assert summary.dataset == "synthetic [train 64, test 32]" and summary.se == "none"
     env = json.loads((run / "env.json").read_text())
-    assert env["threads"] == 1 and env["data"] == summary["dataset"] and env["execution"]["threads"] == 1
+    assert env["threads"] == 1 and env["data"] == summary.dataset and env["execution"]["threads"] == 1
     assert set(env["versions"]) >= {"torch", "torchvision", "timm", "numpy"} and "commit" in env["git"]
     assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["last.pt", "prev.pt"]
     last_ckpt = torch.load(run / "ckpt" / "last.pt", weights_only=True)
@@ -128,7 +128,7 @@ def test_sigkill_then_resume_is_bitwise_equal(reference, tmp_path):
 
     assert run_child(cfg, tmp_path) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {k: summary[k] for k in FINAL} == {k: ref_summary[k] for k in FINAL}  # bitwise: floats compared ==
+    assert {k: summary[k] for k in FINAL} == {k: getattr(ref_summary, k) for k in FINAL}  # bitwise: floats compared ==
     assert curve(tmp_path) == curve(ref_run)  # every epoch equal, none duplicated or missing
     env = json.loads((tmp_path / "env.json").read_text())
     assert [r["from_epoch"] for r in env["resumes"]] == [2]
@@ -163,7 +163,7 @@ def test_kill_before_checkpoint_and_torn_last_pt_fall_back_to_prev(reference, tm
     messages = " | ".join(str(w.message) for w in caught)
     assert "last.pt is unreadable" in messages and "prev.pt (epoch 1)" in messages
     assert not orphan.exists()
-    assert {k: summary[k] for k in FINAL} == {k: ref_summary[k] for k in FINAL}
+    assert {k: getattr(summary, k) for k in FINAL} == {k: getattr(ref_summary, k) for k in FINAL}
     assert curve(tmp_path) == curve(ref_run)
     env = json.loads((tmp_path / "env.json").read_text())
     assert [r["from_epoch"] for r in env["resumes"]] == [1]
@@ -231,7 +231,7 @@ def test_bf16_autocast_on_a_cpu_with_native_bf16_is_honoured_and_recorded(tmp_pa
     cfg = make_cfg(amp="bf16", epochs=1)
     assert cfg.run_id != make_cfg(epochs=1).run_id  # the autocast dtype is part of what a run is
     summary = fit(cfg, tmp_path / "run")
-    assert summary["status"] == "finished" and summary["amp"] == "bfloat16"
+    assert summary.status == "finished" and summary.amp == "bfloat16"
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["amp"] == {"requested": "bf16", "used": "bfloat16", "cpu_flag": flag}
 
@@ -269,7 +269,7 @@ def test_skipping_the_nan_fill_of_new_memory_changes_no_number(tmp_path, monkeyp
     filled = fit(cfg, tmp_path / "filled")
     assert inside == [False]
     assert curve(tmp_path / "fast") == curve(tmp_path / "filled")
-    assert all(fast[k] == filled[k] for k in FINAL)
+    assert all(getattr(fast, k) == getattr(filled, k) for k in FINAL)
     weights = [torch.load(tmp_path / run / "ckpt" / "last.pt", weights_only=False)["model"]
                for run in ("fast", "filled")]
     assert weights[0].keys() == weights[1].keys()

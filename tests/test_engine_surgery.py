@@ -14,5 +14,5 @@ def test_fit_applies_surgery(tmp_path):
     plain = run(None, "plain")
     se = run(SurgeryCfg(min_channels=32, latent_channels=16), "se")
     # resnet20: convs with min(in, out) >= 32 get an SE module 32->16->32 or 64->16->64
-    assert se["params"] > plain["params"] and se["flops"] > plain["flops"]
-    assert se["status"] == "finished"
+    assert se.params > plain.params and se.flops > plain.flops
+    assert se.status == "finished"

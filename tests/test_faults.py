@@ -34,7 +34,7 @@ TIMEOUT = 420  # generous: a loaded 2-core machine
 
 SPEC = """
 title: fault tests
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: cnn3}
   data: {name: synthetic, train_subset: 128, test_subset: 40}

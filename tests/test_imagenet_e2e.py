@@ -87,21 +87,21 @@ def test_paper_se_resnet50_trains_and_evaluates_on_imagefolder(imagenet_tree, tm
     run_dir = tmp_path / "run"
     summary = fit(cfg, run_dir)
 
-    assert summary["status"] == "finished"
+    assert summary.status == "finished"
     # Images were decoded in worker processes (2 for train, 2 for eval), not in this one.
     pids = {int(f.name.split("-")[1]) for f in workers_seen.iterdir()}
     assert len(pids) == 4 and os.getpid() not in pids
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     for key in ("final_test_top1_err", "final_test_top5_err"):
-        assert math.isfinite(summary[key]) and 0 <= summary[key] <= 100, (key, summary[key])
-    assert math.isfinite(summary["final_train_loss"]) and math.isfinite(summary["final_test_loss"])
-    assert summary["dataset"] == "ImageFolder(imagenet-tiny)"
-    assert summary["input_size"] == [3, 224, 224]
+        assert math.isfinite(getattr(summary, key)) and 0 <= getattr(summary, key) <= 100, (key, summary)
+    assert math.isfinite(summary.final_train_loss) and math.isfinite(summary.final_test_loss)
+    assert summary.dataset == "ImageFolder(imagenet-tiny)"
+    assert summary.input_size == [3, 224, 224]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
     # SE-ResNet-50 with a 6-way fc instead of the 1000-way one (2048 weights + 1 bias per class).
-    assert summary["params"] == SE_RESNET50_1000_PARAMS - 2049 * (1000 - len(CLASSES))
-    assert round(summary["flops"] / 1e9, 2) == 3.86  # the paper's 3.87 less the smaller fc
+    assert summary.params == SE_RESNET50_1000_PARAMS - 2049 * (1000 - len(CLASSES))
+    assert round(summary.flops / 1e9, 2) == 3.86  # the paper's 3.87 less the smaller fc
 
     # The trained weights are an SE model's: they load strictly into SE-ResNet-50 with 16 SE blocks, and
     # the fused and reference SE paths agree on them.

@@ -1,4 +1,4 @@
-"""The model zoo pins the sources' facts: parameter counts (seed 003; published CIFAR sizes) and FLOPs.
+"""The model zoo pins the sources' facts: parameter counts (source 003; published CIFAR sizes) and FLOPs.
 
 FLOPs are multiply-adds (the paper's unit), measured with torch.utils.flop_counter (which counts 2 per
 multiply-add). The ImageNet ResNets use the paper's stride placement: the original Caffe release puts a

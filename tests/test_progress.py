@@ -20,7 +20,7 @@ TIMEOUT = 420  # a loaded 2-core machine
 
 SPEC = """
 title: progress tests
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: cnn3}
   data: {name: synthetic, train_subset: 512, test_subset: 64}

@@ -62,7 +62,7 @@ def test_every_csv_has_the_columns_and_sane_cells(path):
     keys = [(r["row"], r["column"]) for r in rows]
     assert len(keys) == len(set(keys)), "a (row, column) cell appears twice"
     for r in rows:
-        assert r["source_seed"] and r["source_table"] and r["row"] and r["column"], r
+        assert r["source_file"] and r["source_table"] and r["row"] and r["column"], r
         if r["value"] == "":
             assert r["note"].strip(), f"empty value without a note: {r}"
         else:
@@ -233,9 +233,9 @@ def _occurs(number: str, text: str) -> bool:
 @pytest.mark.parametrize("path", CSVS, ids=lambda p: p.name)
 def test_every_value_appears_literally_in_its_seed(path):
     for r in raw_rows(path):
-        assert (SEEDS / r["source_seed"]).is_file(), r["source_seed"]
+        assert (SEEDS / r["source_file"]).is_file(), r["source_file"]
         if r["value"]:
-            assert _occurs(r["value"], seed_text(r["source_seed"])), (r["row"], r["column"], r["value"])
+            assert _occurs(r["value"], seed_text(r["source_file"])), (r["row"], r["column"], r["value"])
 
 
 def test_occurs_is_format_aware():

@@ -36,7 +36,7 @@ T_975_DF1 = 12.706204736174707
 TINY_CIFAR = """
 title: "Tiny: SE vs original on CIFAR-10 (synthetic store)"
 source:
-  seed: 003_a73290d79b60d9ae.txt
+  file: 003_a73290d79b60d9ae.txt
   table: "TABLE 4 Classification error (%) on CIFAR-10"
   reference: 003_cifar10.csv
   metrics: {top1_err: "{column}"}
@@ -76,7 +76,7 @@ CIFAR_ERRORS = {
 
 TINY_CNN3 = """
 title: "Tiny: SE in a 3-layer CNN (accuracy table, synthetic store)"
-source: {seed: 004_7959756dcf211b7d.txt, table: "3-layer CNN on CIFAR-10 (Table 1)",
+source: {file: 004_7959756dcf211b7d.txt, table: "3-layer CNN on CIFAR-10 (Table 1)",
          reference: 004_cnn3_cifar10.csv, metrics: {top1_acc: Accuracy, test_loss: Loss}}
 base:
   model: {name: cnn3}
@@ -511,7 +511,7 @@ def test_a_left_out_run_says_why_and_which_run_is_shown(tmp_path):
 
 TINY_PAIRS = """
 title: "Tiny: one recipe in fp32 and bf16 (synthetic store)"
-source: {seed: 003_a73290d79b60d9ae.txt, table: "TABLE 4 Classification error (%) on CIFAR-10",
+source: {file: 003_a73290d79b60d9ae.txt, table: "TABLE 4 Classification error (%) on CIFAR-10",
          reference: 003_cifar10.csv, metrics: {top1_err: "{column}"}}
 base:
   model: {name: resnet20}

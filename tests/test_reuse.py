@@ -14,7 +14,7 @@ from sebench.store import collect
 
 SPEC = """
 title: TITLE
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: cnn3}
   data: {name: synthetic, train_subset: 64, test_subset: 32}

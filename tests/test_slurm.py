@@ -28,7 +28,7 @@ TIMEOUT = 420
 
 TINY = """
 title: slurm test
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: cnn3}
   data: {name: synthetic, train_subset: 128, test_subset: 40}
@@ -180,7 +180,7 @@ def test_preempted_task_requeues_and_resumes_bitwise(tmp_path, subprocess_env):
     reference = fit(RunConfig.model_validate_json(rc.model_dump_json()), tmp_path / "reference")
     got = json.loads((run / "summary.json").read_text())
     for k in ("final_test_top1_err", "final_test_top5_err", "final_test_loss", "final_train_loss"):
-        assert got[k] == reference[k], k
+        assert got[k] == getattr(reference, k), k
     assert not (run / ".lock").exists()
 
 

@@ -91,7 +91,7 @@ def test_no_source_row_is_pending_where_the_network_exists():
 
 GOOD = """
 title: t
-source: {seed: 003_a73290d79b60d9ae.txt, table: T}
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
 base:
   model: {name: resnet20}
   data: {name: synthetic}
@@ -117,6 +117,26 @@ def test_good_spec_loads(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     runs, _ = expand(spec, "smoke")
     assert len(runs) == 2
+
+
+def test_the_old_source_seed_key_still_reads_with_a_deprecation_message(tmp_path):
+    """`source.seed` named the source text's file before "seed" meant only a random seed."""
+    with pytest.warns(DeprecationWarning, match="source.seed is deprecated: name the source text's file source.file"):
+        spec = load_spec(write(tmp_path, GOOD.replace("{file: 003", "{seed: 003")))
+    assert spec.source[0].file == "003_a73290d79b60d9ae.txt"
+    (tmp_path / "new").mkdir()
+    same = load_spec(write(tmp_path / "new", GOOD))
+    assert [rc.run_id for rc in expand(spec, "smoke")[0]] == [rc.run_id for rc in expand(same, "smoke")[0]]
+
+
+def test_reference_csvs_with_the_old_first_column_still_read(tmp_path):
+    from sebench.report.reference import COLUMNS, load_reference
+
+    old = tmp_path / "old.csv"
+    old.write_text("source_seed,source_table,row,column,value,unit,metric,note\n"
+                   "003_a73290d79b60d9ae.txt,T,ResNet-110,original,6.37,% error,top1_err,\n")
+    frame = load_reference(old)
+    assert list(frame.columns) == COLUMNS and frame["source_file"].tolist() == ["003_a73290d79b60d9ae.txt"]
 
 
 BROKEN = {
@@ -220,7 +240,7 @@ def test_only_with_a_wrong_label_is_one_line(tmp_path, capsys, only, message):
 def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu_was_busy(tmp_path, capsys,
                                                                                        monkeypatch):
     import os
-    from sebench import runner
+    from sebench import estimate, runner
     from sebench.bench import count_flops
     from sebench.data import get_info
     from sebench.models import build_model
@@ -232,9 +252,9 @@ def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu
     n_test = min(info.splits[1], runs[0].data.test_subset or info.splits[1])
     plain = count_flops(build_model("resnet20", info.num_classes), (3, 32, 32))
     # A rate at which the plain ResNet-20 takes exactly one minute per epoch (no measurement in the test).
-    monkeypatch.setattr(runner, "_training_rate", lambda device: plain * (n_train + n_test / 3) / 60)
+    monkeypatch.setattr(estimate, "_training_rate", lambda device: plain * (n_train + n_test / 3) / 60)
     plain_run = next(r for r in runs if not r.model.se)
-    assert runner.estimate_seconds(plain_run, device="cpu") == pytest.approx(60 * plain_run.epochs)
+    assert estimate.estimate_seconds(plain_run, device="cpu") == pytest.approx(60 * plain_run.epochs)
 
     argv = ["plan", str(spec), "--profile", "quick", "--results", str(tmp_path), "--device", "cpu"]
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -254,7 +274,7 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
 
     import yaml
 
-    from sebench import runner
+    from sebench import estimate, runner
     from sebench.bench import device_name
 
     spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
@@ -267,18 +287,21 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
         d.mkdir(parents=True)
         (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}))
         (d / "env.json").write_text(json.dumps({"device_name": device}))
-        (d / "summary.json").write_text(json.dumps({"status": "finished", "wall_s": wall, **extra}))
+        (d / "summary.json").write_text(json.dumps({
+            "status": "finished", "run_id": rc.run_id, "experiment": rc.experiment, "profile": rc.profile,
+            "model": rc.model.name, "se": "none", "dataset": "CIFAR-10", "seed": rc.seed, "epochs": rc.epochs,
+            "batch_size": rc.batch_size, "wall_s": wall, **extra}))
 
     finished(plain[0], 100.0)
     finished(plain[1], 300.0)
     finished(plain[2], 9000.0, reused_from="other/abc")  # trained once, for another experiment
     finished(se, 5000.0, device="Some Other CPU")  # another machine's time says nothing about this one
     rows, _ = runner.plan(load_spec(spec), "full40", tmp_path)
-    measured = runner.measured_seconds(rows, device="cpu")
+    measured = estimate.measured_seconds(rows, device="cpu")
     assert measured == {r.run_id: (200.0, 2) for r in plain}
     assert se.run_id not in measured
 
-    monkeypatch.setattr(runner, "_training_rate", lambda device: 1e12)  # no measurement in the test
+    monkeypatch.setattr(estimate, "_training_rate", lambda device: 1e12)  # no measurement in the test
     assert main(["plan", str(spec), "--profile", "full40", "--results", str(tmp_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith(plain[-1].run_id))
@@ -292,13 +315,13 @@ def test_bf16_runs_on_a_cpu_without_native_bf16_are_flagged_by_plan_and_stopped_
     leaves them out of the estimate, and run stops with one message before training or writing anything."""
     import importlib
 
-    from sebench import runner
+    from sebench import estimate, runner
     from sebench.errors import UserError
 
-    fit = importlib.import_module("sebench.engine.fit")  # the module (sebench.engine.fit is also a function)
+    builders = importlib.import_module("sebench.engine.builders")
     spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
-    monkeypatch.setattr(fit, "cpu_bf16_flag", lambda: None)
-    monkeypatch.setattr(runner, "_training_rate", lambda device: 1e12)
+    monkeypatch.setattr(builders, "cpu_bf16_flag", lambda: None)
+    monkeypatch.setattr(estimate, "_training_rate", lambda device: 1e12)
     assert main(["plan", str(spec), "--profile", "full40_bf16", "--results", str(tmp_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.count("refused here (amp bf16)") == 10
@@ -308,7 +331,7 @@ def test_bf16_runs_on_a_cpu_without_native_bf16_are_flagged_by_plan_and_stopped_
         runner.run_sweep(load_spec(spec), "full40_bf16", tmp_path, device="cpu", progress=False)
     assert not (tmp_path / "runs" / "cifar10_se_vs_baseline").exists() or \
         not any((tmp_path / "runs" / "cifar10_se_vs_baseline").iterdir())
-    monkeypatch.setattr(fit, "cpu_bf16_flag", lambda: "avx512_bf16")  # a CPU that has it: nothing refused
+    monkeypatch.setattr(builders, "cpu_bf16_flag", lambda: "avx512_bf16")  # a CPU that has it: nothing refused
     assert main(["plan", str(spec), "--profile", "full40_bf16", "--results", str(tmp_path), "--device", "cpu"]) == 0
     assert "refused" not in capsys.readouterr().out
 

@@ -6,11 +6,13 @@ import pytest
 
 from sebench.errors import UserError
 from sebench.store import (append_jsonl, atomic_open, atomic_write_json, atomic_write_text, read_jsonl,
-                           run_dir, write_jsonl)
+                           RunDir, write_jsonl)
 
 
 def test_run_dir_layout(tmp_path):
-    assert run_dir(tmp_path, "table2", "abc123") == tmp_path / "runs" / "table2" / "abc123"
+    run = RunDir.of(tmp_path, "table2", "abc123")
+    assert run.path == tmp_path / "runs" / "table2" / "abc123"
+    assert (run.summary, run.metrics, run.ckpt) == (run.path / "summary.json", run.path / "metrics.jsonl", run.path / "ckpt")
 
 
 def test_atomic_writes_replace_and_leave_no_temp_files(tmp_path):

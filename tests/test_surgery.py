@@ -1,4 +1,4 @@
-"""Architecture-agnostic SE surgery (seed 000) on timm and torchvision models."""
+"""Architecture-agnostic SE surgery (source 000) on timm and torchvision models."""
 
 import pytest
 import torch

@@ -40,7 +40,9 @@ def make_run(root: Path, *, leak: str | None = None) -> Path:
         for e in (1, 2)))
     (d / "summary.json").write_text(json.dumps({
         "status": "finished", "run_id": "abc123def456", "experiment": "tiny", "profile": "smoke",
-        "labels": config["labels"], "seed": 1, "final_test_top1_err": 30.0, "params": 272095}))
+        "labels": config["labels"], "model": "resnet20", "se": "se r16 avg sigmoid standard",
+        "dataset": "synthetic", "seed": 1, "epochs": 2, "batch_size": 128, "final_test_top1_err": 30.0,
+        "params": 272095}))
     return d
 
 

@@ -1,5 +1,5 @@
 """The networks of the SE paper's tables that the zoo builds itself: BN-Inception, MobileNet v1, ShuffleNet v1
-and Shake-Shake 26 2x96d, plain and SE, pinned against the sources' columns (seed 003's ImageNet and mobile
+and Shake-Shake 26 2x96d, plain and SE, pinned against the sources' columns (source 003's ImageNet and mobile
 tables; Gastaldi 2017 for Shake-Shake's size). Where ours and the source differ, the test says why (see
 results/imagenet_costs.md). FLOPs are multiply-adds (sebench.bench.count_flops), the paper's unit."""
 

@@ -1,4 +1,4 @@
-"""Excitation recording and statistics: the "Role of Excitation" study of Hu et al. (seeds 001, 003).
+"""Excitation recording and statistics: the "Role of Excitation" study of Hu et al. (sources 001, 003).
 
 The paper feeds images of four unalike classes through a trained SE-ResNet-50 and plots, for blocks at
 increasing depth (SE_2_3, SE_3_4, SE_4_6, SE_5_1, SE_5_2, SE_5_3), the mean excitation of 50 channels per

@@ -28,7 +28,7 @@ from sebench.analysis.excitation import (DEFAULT_THRESHOLD, BlockSpec, Excitatio
 from sebench.errors import UserError
 from sebench.layers.se import se_modules
 from sebench.progress import Board
-from sebench.store import hardware_text
+from sebench.store import RunDir, hardware_text
 
 PathLike = Union[str, Path]
 OUT_DIR = "analysis"
@@ -138,7 +138,7 @@ def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
     """The final epoch's model state from ckpt/last.pt (prev.pt is one epoch older: never used here)."""
     from sebench.engine import checkpoint
 
-    path = run_dir / "ckpt" / checkpoint.LAST
+    path = RunDir(run_dir).ckpt / checkpoint.LAST
     if not path.exists():  # checkpoints are git-ignored: a run from the committed store has none
         raise UserError("the run has no checkpoint to analyse", where=str(path),
                         fix=f"train it again here: delete {run_dir / 'summary.json'} and run {rerun}")
@@ -206,17 +206,17 @@ class _Scored:
         self._handle.remove()
 
 
-def caption(label: str, cfg, run_id: str, summary: Optional[dict] = None) -> str:
+def caption(label: str, cfg, run_id: str, summary=None) -> str:
     """The lines every figure carries: data variant, model and SE settings, run id, epochs, profile; and,
     from the run's summary, the hardware and precision it trained on."""
     se = (cfg.model.se.short() if cfg.model.se is not None else
           f"SE surgery (min {cfg.model.surgery.min_channels} ch)" if cfg.model.surgery is not None else "no SE")
     text = (f"{label} | {cfg.model.name}, {se} | run {run_id} ({cfg.experiment}, seed {cfg.seed}, "
             f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, {cfg.profile} profile)")
-    if summary and summary.get("device_name"):
-        amp = summary.get("amp")
+    if summary is not None and summary.device_name:
+        amp = summary.amp
         precision = f", {amp} autocast" if amp not in (None, "off") else ""
-        where = hardware_text(summary["device_name"], summary.get("device"), summary.get("threads"))
+        where = hardware_text(summary.device_name, summary.device, summary.threads)
         text += f"\ntrained on {where}{precision}"
     return text
 
@@ -274,11 +274,11 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise UserError(f"the checkpoint does not fit the model its config builds "
-                            f"({str(exc).splitlines()[0]})", where=str(run_dir / "ckpt"),
+                            f"({str(exc).splitlines()[0]})", where=str(RunDir(run_dir).ckpt),
                             fix=f"train the run again with this code: {rerun}") from None
         model = model.to(dev)
-        if loaders.label != summary.get("dataset"):
-            warnings.warn(f"the run was trained on {summary.get('dataset')!r}, the data found here is "
+        if loaders.label != summary.dataset:
+            warnings.warn(f"the run was trained on {summary.dataset!r}, the data found here is "
                           f"{loaders.label!r}", RuntimeWarning, stacklevel=2)
         label = caption(loaders.label, cfg, run_id, summary)
         say(f"recording excitations of {len(panel)} panel blocks (and every SE block for the depth "
@@ -294,7 +294,7 @@ def analyze_run(run_dir: PathLike, blocks=None, classes: Optional[Sequence[Union
 
     paths["report_json"] = out_dir / REPORT
     result = RunAnalysis(paths=paths, run_id=run_id, label=label, blocks=panel, classes=shown, images=scored.n,
-                         test_top1_err=scored.top1_err, summary_top1_err=summary.get("final_test_top1_err"))
+                         test_top1_err=scored.top1_err, summary_top1_err=summary.final_test_top1_err)
     if not result.checkpoint_matches:
         warnings.warn(f"test top-1 error measured now {scored.top1_err:.2f}% differs from the run's "
                       f"{result.summary_top1_err}% by more than {ERR_TOLERANCE} points: the weights or data "

@@ -49,7 +49,8 @@ from sebench.engine.env import available_cpus, collect_env, cpu_bf16_flag, now_i
 from sebench.engine.loop import RunFailed, evaluate, train_epoch
 from sebench.errors import UserError
 from sebench.spec import DataCfg, ExecutionCfg, RunConfig
-from sebench.store import (append_jsonl, atomic_write_json, clear_progress, read_jsonl, write_jsonl,
+from sebench.records import RunSummary
+from sebench.store import (RunDir, append_jsonl, atomic_write_json, clear_progress, read_jsonl, write_jsonl,
                            write_progress, write_run_config)
 
 # cuBLAS needs a fixed workspace for deterministic GEMMs; see PyTorch's reproducibility notes.
@@ -102,18 +103,15 @@ def process_settings(execution: ExecutionCfg, device: torch.device,
         torch.utils.deterministic.fill_uninitialized_memory = saved[5]
 
 
-def _finished_summary(path: Path, run_id: str) -> Optional[dict]:
-    if not path.exists():
+def _finished_summary(run_dir: Path, run_id: str) -> Optional[RunSummary]:
+    run = RunDir(run_dir)
+    summary = run.read_summary()  # a damaged one: UserError naming the file, "delete it to resume"
+    if summary is None:
         return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"unreadable summary ({exc})", where=str(path),
-                        fix="delete it to let the run resume from its checkpoint") from None
-    if summary.get("run_id") != run_id:
-        raise UserError(f"directory holds run {summary.get('run_id')!r}, not {run_id!r}", where=str(path),
-                        field="run_id", fix="give each run its own directory (store.run_dir)")
-    return summary if summary.get("status") == "finished" else None
+    if summary.run_id != run_id:
+        raise UserError(f"directory holds run {summary.run_id!r}, not {run_id!r}", where=str(run.summary),
+                        field="run_id", fix="give each run its own directory (store.RunDir.of)")
+    return summary if summary.finished else None
 
 
 def _check_distributed(cfg: RunConfig, world: World, device: torch.device) -> None:
@@ -168,7 +166,7 @@ def _run_fields(cfg: RunConfig, dataset: str) -> dict:
             "dataset": dataset, "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
 
 
-def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
+def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> RunSummary:
     """Train `cfg` in `run_dir` (resuming if it holds a checkpoint) and return its summary.
 
     A run whose summary says finished is returned without training. A NaN/inf loss writes a 'failed'
@@ -177,7 +175,7 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> dict:
     """
     world = distributed.current()
     run_dir = Path(run_dir)
-    finished = distributed.on_main(lambda: _finished_summary(run_dir / "summary.json", cfg.run_id), world)
+    finished = distributed.on_main(lambda: _finished_summary(run_dir, cfg.run_id), world)
     if finished is not None:
         return finished
     device = resolve_device(cfg.execution.device, world)
@@ -269,7 +267,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
     tr = build_training(cfg, model, len(loaders.train), device)
     optimizer, scheduler, scaler, amp_dtype = tr.optimizer, tr.scheduler, tr.scaler, tr.amp_dtype
 
-    ckpt_dir = run_dir / "ckpt"
+    ckpt_dir = RunDir(run_dir).ckpt
     state = _load_state(ckpt_dir, cfg.run_id, world, device)
     start_epoch = 1
     if state is not None:
@@ -279,7 +277,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = RunDir(run_dir).metrics
     records = distributed.on_main(lambda: _metrics_before(metrics_path, start_epoch), world)
     env = {**collect_env(device, threads), "run_id": cfg.run_id, "data": loaders.label,
            "data_source": loaders.source,
@@ -291,7 +289,7 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                             "sync_bn": ex.sync_bn} if world.distributed else None)}
     if main:
         write_run_config(run_dir, cfg)
-        _write_env(run_dir / "env.json", env, state["epoch"] if state is not None else None)
+        _write_env(RunDir(run_dir).env, env, state["epoch"] if state is not None else None)
 
     if state is not None:
         _restore_rng(state, cfg, world)  # last, so nothing above shifts the streams
@@ -322,8 +320,8 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
                 raise RunFailed(f"non-finite test loss ({test['loss']})")
         except RunFailed as exc:
             if main:
-                atomic_write_json(run_dir / "summary.json", {"status": "failed", **fields, "epoch": epoch,
-                                                             "reason": exc.reason, "time": now_iso()})
+                RunDir(run_dir).write_summary(RunSummary(status="failed", **fields, epoch=epoch, reason=exc.reason,
+                                                         time=now_iso()))
             raise RunFailed(exc.reason, epoch=epoch) from None
         record = {"epoch": epoch, "train_loss": train["loss"], "train_top1_err": train["top1_err"],
                   "test_loss": test["loss"], "test_top1_err": test["top1_err"],
@@ -367,7 +365,7 @@ class _Trained:
     fields: dict
 
 
-def _finish(run: _Trained) -> dict:
+def _finish(run: _Trained) -> RunSummary:
     """Measure inference throughput and write the summary (rank 0 of a data-parallel run)."""
     cfg, env, final = run.cfg, run.env, run.records[-1]
     # Inference throughput of the trained model at the spec's benchmark batch size (recorded with it).
@@ -375,21 +373,22 @@ def _finish(run: _Trained) -> dict:
                                device=run.device, train=False, warmup=cfg.benchmark.warmup,
                                iters=cfg.benchmark.iters, channels_last=cfg.channels_last,
                                amp_dtype=run.training.amp_dtype)
-    summary = {"status": "finished", **run.fields,
-               "final_test_top1_err": final["test_top1_err"], "final_test_top5_err": final["test_top5_err"],
-               "final_test_loss": final["test_loss"], "final_train_loss": final["train_loss"],
-               "params": run.params, "flops": run.flops, "input_size": list(run.input_size),
-               # Mean over all epochs of this run, including those trained before a resume.
-               "train_img_s": float(np.mean([r["train_img_s"] for r in run.records])),
-               "wall_s": float(sum(r["epoch_s"] for r in run.records)),  # training + evaluation, no setup
-               "infer_img_s": infer["img_s"], "infer_batch_size": cfg.benchmark.batch_size,
-               "data_source": env["data_source"],
-               "device": str(run.device), "device_name": env["device_name"], "threads": run.threads,
-               "world_size": env["world_size"],
-               "amp": run.training.amp_used, "channels_last": cfg.channels_last,
-               "torch": env["versions"]["torch"], "timm": env["versions"]["timm"],
-               "git_commit": env["git"]["commit"], "time": now_iso()}
-    atomic_write_json(run.run_dir / "summary.json", summary)
+    summary = RunSummary(
+        status="finished", **run.fields,
+        final_test_top1_err=final["test_top1_err"], final_test_top5_err=final["test_top5_err"],
+        final_test_loss=final["test_loss"], final_train_loss=final["train_loss"],
+        params=run.params, flops=run.flops, input_size=list(run.input_size),
+        # Mean over all epochs of this run, including those trained before a resume.
+        train_img_s=float(np.mean([r["train_img_s"] for r in run.records])),
+        wall_s=float(sum(r["epoch_s"] for r in run.records)),  # training + evaluation, no setup
+        infer_img_s=infer["img_s"], infer_batch_size=cfg.benchmark.batch_size,
+        data_source=env["data_source"],
+        device=str(run.device), device_name=env["device_name"], threads=run.threads,
+        world_size=env["world_size"],
+        amp=run.training.amp_used, channels_last=cfg.channels_last,
+        torch=env["versions"]["torch"], timm=env["versions"]["timm"],
+        git_commit=env["git"]["commit"], time=now_iso())
+    RunDir(run.run_dir).write_summary(summary)
     if cfg.execution.progress:
         print(f"[{cfg.run_id}] finished: {run.run_dir}", file=sys.stderr)
     return summary

@@ -1,4 +1,4 @@
-"""Residual blocks that take an SE position (Hu et al., Fig. 5 of the TPAMI version; seed 003).
+"""Residual blocks that take an SE position (Hu et al., Fig. 5 of the TPAMI version; source 003).
 
 Where the SE module sits, for a block computing ``out = merge(F(x), shortcut(x))``:
 

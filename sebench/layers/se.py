@@ -1,16 +1,16 @@
 """The Squeeze-and-Excitation family.
 
-SE (Hu et al., seeds 001/002/003): s = gate(W_k ... relu(W_1 squeeze(x))), y = x * s (per channel).
+SE (Hu et al., sources 001/002/003): s = gate(W_k ... relu(W_1 squeeze(x))), y = x * s (per channel).
 
 * squeeze: ``avg`` (the paper's global average pooling), ``max`` (ablation), ``none`` (NoSqueeze: the
-  excitation MLP runs as 1x1 convolutions on the full map, so the gate is per position; seed 003 gives
+  excitation MLP runs as 1x1 convolutions on the full map, so the gate is per position; source 003 gives
   it the same parameters as SE but 4.27 GFLOPs for ResNet-50).
 * gate: ``sigmoid`` (paper), ``tanh``, ``relu`` (excitation-operator ablation).
 * hidden width h: ``C // reduction`` (at least 1; never rounded to a multiple of 8 as timm does), or
-  ``latent_channels`` (seed 000): an int count, or a fraction of C when < 1 (floor, at least 1).
+  ``latent_channels`` (source 000): an int count, or a fraction of C when < 1 (floor, at least 1).
   The widths actually used are in ``extra_repr`` and ``SqueezeExcite.widths``.
 
-The four variants of arXiv 2304.06502 (seed 004). The paper gives no equations, only prose and figures
+The four variants of arXiv 2304.06502 (source 004). The paper gives no equations, only prose and figures
 that the text omits; our reading of its section 4 ("Variations of SE"), with h = C // r:
 
 * ``se``                        C -> h -> C              (the SE module)

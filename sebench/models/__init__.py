@@ -82,10 +82,6 @@ MODELS: dict[str, ModelEntry] = dict([
 register_timm_models(MODELS, ModelEntry)  # VGG-16 and Inception-ResNet-v2 (torchvision/timm)
 
 
-def list_models() -> list[str]:
-    return list(MODELS)
-
-
 def get_entry(name: str) -> ModelEntry:
     if name not in MODELS:
         raise choice_error("model", name, MODELS, field="model")
@@ -126,4 +122,4 @@ def build_model(name: str, num_classes: Optional[int] = None, se=None,
     return model
 
 
-__all__ = ["MODELS", "ModelEntry", "build_model", "get_entry", "list_models", "stage_ids"]
+__all__ = ["MODELS", "ModelEntry", "build_model", "get_entry", "stage_ids"]

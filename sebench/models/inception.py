@@ -29,7 +29,7 @@ Readings where figure 5 leaves a detail open (stated here and in results/imagene
 * No dropout: the BN paper removes it ("Remove Dropout", section 4.2.1); ``dropout=`` adds it before the
   classifier if wanted.
 
-SE-BN-Inception (SE paper, seed 003, figure 2): the whole Inception module is the transformation F_tr, so
+SE-BN-Inception (SE paper, source 003, figure 2): the whole Inception module is the transformation F_tr, so
 one SE module recalibrates each module's concatenated output: 10 SE modules (3a..5b, the stride-2 modules
 3c and 4e included, pass-through channels and all). Stage ids are the table's 3, 4, 5; SE modules are
 named ``SE_<stage>_<module>`` (3a = SE_3_1, 4e = SE_4_5, 5b = SE_5_2).

@@ -3,7 +3,7 @@
 conv 3x3/2 (32) -> 13 depthwise-separable blocks (3x3 depthwise conv -> BN -> ReLU -> 1x1 conv -> BN ->
 ReLU) with output widths 64, 128/2, 128, 256/2, 256, 512/2, 512 x5, 1024/2, 1024 (/2: the depthwise conv
 strides) -> global average pool -> linear. 4.23M parameters and 569 M multiply-adds, the SE paper's 4.2M /
-569 MFLOPs (seed 003).
+569 MFLOPs (source 003).
 
 SE-MobileNet: one SE module after each depthwise-separable block (on its pointwise conv's output, after BN
 and ReLU), as SE-VGG puts one after each conv's non-linearity (MobileNet has no residual branch). With r = 16

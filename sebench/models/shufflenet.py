@@ -15,7 +15,7 @@ Readings (also in results/imagenet_costs.md):
 * Channel shuffle follows only a grouped 1x1 conv (after stage 2's ungrouped first conv a shuffle is a fixed
   permutation of a dense layer's outputs, which changes nothing).
 
-SE-ShuffleNet (seed 003, lightweight table: 1.8M -> 2.4M parameters, 140 -> 142 MFLOPs). The seeds do not
+SE-ShuffleNet (source 003, lightweight table: 1.8M -> 2.4M parameters, 140 -> 142 MFLOPs). The seeds do not
 say where the SE modules sit; the parameter count does. Candidate readings, r = 16, with our 1.87M
 baseline (SE parameters ~= 2C^2/16 per module):
 

@@ -8,7 +8,7 @@
    ``seresnet50``: timm rounds the hidden width to a multiple of 8, which C // 16 already is for every
    ResNet-50 width). :func:`timm_resnet` is the shortcut.
 
-2. Two rows of the SE paper's ImageNet table (seed 003) that torchvision/timm build exactly, with
+2. Two rows of the SE paper's ImageNet table (source 003) that torchvision/timm build exactly, with
    ``pretrained=False`` (nothing is downloaded). Neither has residual-block SE positions, so only
    ``position='standard'`` is accepted and there are no stages to select:
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -25,7 +25,7 @@ from typing import Optional
 from sebench.report.data import (Combo, ReportData, data_label, fmt_num, hardware_label, profile_caveat,
                                  seeds_label, unique)
 from sebench.report.stats import mean_std
-from sebench.store import read_jsonl, run_dir
+from sebench.store import RunDir, read_jsonl
 
 MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
@@ -252,7 +252,7 @@ def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list
     per_epoch: dict[int, list[float]] = {}
     n = 0
     for run in data.runs(combo).values():
-        records = read_jsonl(run_dir(data.results, data.spec.name, run.row["run_id"]) / "metrics.jsonl")
+        records = read_jsonl(RunDir.of(data.results, data.spec.name, run.row["run_id"]).metrics)
         if records:
             n += 1
         for rec in records:

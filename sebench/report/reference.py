@@ -1,7 +1,7 @@
 """The source texts' reference numbers (results/reference/*.csv), with provenance.
 
 Each CSV transcribes one table (or one passage of running text) of one seed, in long format: one row per
-cell, columns `source_seed, source_table, row, column, value, unit, metric, note`. An empty `value` means the
+cell, columns `source_file, source_table, row, column, value, unit, metric, note`. An empty `value` means the
 source cell is garbled or unreadable (the `note` says why); a cell that is empty or "-" in the source has no
 row at all. See results/reference/README.md for the conventions.
 
@@ -20,7 +20,9 @@ import pandas as pd
 
 from sebench.errors import UserError
 
-COLUMNS = ["source_seed", "source_table", "row", "column", "value", "unit", "metric", "note"]
+COLUMNS = ["source_file", "source_table", "row", "column", "value", "unit", "metric", "note"]
+# The first column's name before the source texts were called sources (they are shared/seeds/*.txt).
+_OLD_FIRST = "source_seed"
 
 # sebench/report/reference.py -> repository root -> results/reference
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "results" / "reference"
@@ -68,6 +70,8 @@ def _parse_value(text: str, path: Path, line: int) -> float:
 def _read_one(path: Path) -> pd.DataFrame:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames and reader.fieldnames[0] == _OLD_FIRST:
+            reader.fieldnames = [COLUMNS[0], *reader.fieldnames[1:]]
         if reader.fieldnames != COLUMNS:
             raise UserError(f"columns are {reader.fieldnames}, expected {COLUMNS}", where=str(path))
         records = []
