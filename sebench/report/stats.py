@@ -103,21 +103,6 @@ def paired_delta(variant: Mapping[int, float], baseline: Mapping[int, float], le
     return PairedDelta(m, m - half, m + half, n, seeds)
 
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NO_CLAIM = "reproduced", "not reproduced", "inconclusive", "no claim"
-
-
-def verdict(delta: PairedDelta, source_delta: Optional[float]) -> str:
-    """The source claims `source_delta` (same metric, variant - baseline). Reproduced: our interval excludes 0
-    on the claim's side; not reproduced: it excludes 0 on the other side; inconclusive otherwise. A source
-    delta of exactly 0 or missing makes no directional claim."""
-    if source_delta is None or source_delta == 0 or math.isnan(source_delta):
-        return NO_CLAIM
-    if not delta.excludes_zero():
-        return INCONCLUSIVE
-    same_side = (delta.mean > 0) == (source_delta > 0)
-    return REPRODUCED if same_side else NOT_REPRODUCED
-
-
 def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, Optional[float],
                                                                        Optional[float], float]:
     """Median of `values` with a distribution-free interval: the order statistics (x_(k), x_(n+1-k)) for
