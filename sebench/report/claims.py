@@ -40,10 +40,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sebench.errors import UserError
-from sebench.report.data import (METRICS, STAND_IN_PROFILES, Comparison, ReportData, data_label, gather,
-                                 read_runs_csv)
+from sebench.report.data import METRICS, STAND_IN_PROFILES, Comparison, ReportData, gather, read_runs_csv
 from sebench.report.pairing import pair_comparisons, precision_pair
-from sebench.report.stats import friedman, mean_std, paired_delta, spearman_exact
+from sebench.report.stats import friedman, paired_delta, spearman_exact
 from sebench.report.tables import judge_table
 from sebench.report.verdicts import (ALPHA, DEFAULT_MARGINS, EQUIVALENT, INCONCLUSIVE, KINDS, MIN_PAIRS, POWER,
                                      RULES, Judgement, Question, Verdict, fmt, judge_correlations, judge_family,
@@ -584,7 +583,7 @@ def _other_row(c: Claim) -> list[str]:
             _p(c.p_holm) if c.kind == "correlation" else "-", c.n, f"**{c.final.text}**"]
 
 
-def ledger_markdown(ledger: Ledger, results: Path) -> str:
+def ledger_markdown(ledger: Ledger) -> str:
     out = ["# Claims ledger", "",
            "Written by `sebench claims` (`make claims`) from the committed run records: each profile's "
            "`runs.csv` (as `sebench collect` consolidated `runs/`) and the excitation analyses committed in run "
@@ -676,7 +675,7 @@ def write_ledger(results: str | Path = "results", folder: str | Path = "experime
     results = Path(results)
     ledger = build_ledger(results, folder, log=log)
     paths = [results / LEDGER_MD, results / LEDGER_CSV]
-    atomic_write_text(paths[0], ledger_markdown(ledger, results))
+    atomic_write_text(paths[0], ledger_markdown(ledger))
     atomic_write_text(paths[1], ledger_csv(ledger))
     if plot:
         from sebench.report.plots import forest_plot
