@@ -164,11 +164,11 @@ class Claim:
         """How results/README.md and README.md quote this row (tests/test_claims.py checks each quote)."""
         if self.kind == "paired":
             return f"{self.delta_text()} (n={self.judgement.n}, {self.final.text}; ledger `{self.id}`)"
+        p = _p(self.p)
+        p = f"p {p[0]} {p[1:]}" if p.startswith("<") else f"p = {p}"
         if self.kind == "correlation":
-            return (f"ρ = {fmt(self.statistic_value, 2)}, p = {_p(self.p)} (n={self.n}, {self.final.text}; "
-                    f"ledger `{self.id}`)")
-        return (f"{self.statistic} = {self.statistic_value:.2f}, p = {_p(self.p)} (n={self.n}, {self.final.text}; "
-                f"ledger `{self.id}`)")
+            return f"ρ = {fmt(self.statistic_value, 2)}, {p} (n={self.n}, {self.final.text}; ledger `{self.id}`)"
+        return f"{self.statistic} = {self.statistic_value:.2f}, {p} (n={self.n}, {self.final.text}; ledger `{self.id}`)"
 
 
 def _p(p: float) -> str:

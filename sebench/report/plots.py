@@ -461,6 +461,7 @@ def forest_plot(panels: list[dict], out: Path) -> Path:
     handles = [Line2D([], [], color=VERDICT_COLORS[k], lw=2.2, marker="o", ms=4, label=k)
                for k in ("reproduced", "contradicts the source", "equivalent", "inconclusive", "no verdict (n < 3)")]
     handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="#bc4c00", mew=1.4, ms=5.5, label="source Δ"))
+    handles.append(Line2D([], [], ls="", marker="", label="‡ some pairs from different machines"))
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.05 / fig.get_figheight()))
     fig.text(0.01, 0.01, note, fontsize=7.5, va="bottom", ha="left", color="#333333")
