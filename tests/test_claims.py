@@ -1,11 +1,13 @@
 """The claims ledger (`sebench claims`): machine matching, one row per comparison across tables, stand-ins in a
-section of their own, the same verdicts as the tables, end to end on a synthetic store written by hand."""
+section of their own, the same verdicts as the tables, end to end on a synthetic store written by hand; and
+the READMEs' quoted conclusions against the committed ledger (results/claims.csv)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,69 @@ def test_no_runs_is_one_clear_message(tmp_path, capsys):
     assert main(["claims", "--results", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert "no consolidated runs" in err and "sebench collect" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the READMEs quote the committed ledger -----------------------------------------------------------------
+
+LEDGER_CSV = ROOT / "results" / "claims.csv"
+READMES = [ROOT / "README.md", ROOT / "results" / "README.md"]
+TAG = re.compile(r"ledger `([^`]+)`")
+# a delta with its interval, e.g. "-0.27 [-0.59, +0.06]" (not a benchmark's "+2.2% [-3.7, +6.2]")
+INTERVAL = re.compile(r"(?<![\d.%])([+-]?\d+\.\d+) \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]")
+
+
+def _flat(path: Path) -> str:
+    return re.sub(r"\s+", " ", path.read_text())
+
+
+def _ledger() -> dict[str, dict]:
+    return {r["id"]: r for r in read_csv(LEDGER_CSV)}
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_quoted_claim_is_a_ledger_row(readme):
+    """Each tagged quote (`... (n=5, inconclusive (MDE 0.44); ledger `ID`)`) is the ledger row's own quote:
+    its numbers, n and verdict."""
+    ledger, text = _ledger(), _flat(readme)
+    tags = TAG.findall(text)
+    assert tags, f"{readme.name} quotes no ledger row"
+    for cid in tags:
+        assert cid in ledger, f"{readme.name}: no ledger row {cid}"
+        assert re.sub(r"\s+", " ", ledger[cid]["quote"]) in text, f"{readme.name}: the quote of {cid} differs " \
+                                                                  f"from the ledger's: {ledger[cid]['quote']}"
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_quoted_interval_is_in_the_ledger(readme):
+    """A delta with an interval anywhere in the READMEs is a ledger row's pooled or same-machine estimate,
+    at the precision it is quoted with."""
+    rows = list(_ledger().values())
+
+    def matches(mean: str, low: str, high: str) -> bool:
+        """Either orientation: a table that reports a comparison the other way round quotes -Δ [-high, -low]."""
+        dec = len(mean.split(".")[1])
+        quoted = [float(mean), float(low), float(high)]
+        for values in (quoted, [-quoted[0], -quoted[2], -quoted[1]]):
+            for r in rows:
+                for keys in (("delta", "ci_low", "ci_high"), ("same_delta", "same_low", "same_high")):
+                    if r.get(keys[1]) and all(f"{round(float(r[k]), dec) or 0.0:+.{dec}f}" == f"{v or 0.0:+.{dec}f}"
+                                              for k, v in zip(keys, values)):
+                        return True
+        return False
+
+    found = INTERVAL.findall(_flat(readme))
+    assert found
+    missing = [f"{m} [{lo}, {hi}]" for m, lo, hi in found if not matches(m, lo, hi)]
+    assert not missing, f"{readme.name} quotes intervals that no ledger row has: {missing}"
+
+
+def test_the_readmes_no_longer_state_what_the_ledger_does_not_support():
+    results_readme, readme = _flat(READMES[1]), _flat(READMES[0])
+    assert "every table is on one machine" not in results_readme
+    assert "No `paper`-profile result is committed" not in results_readme
+    assert "within about half a point of Default" not in results_readme
+    assert "The paper's claim 1 holds" not in results_readme  # its test says p 0.12-0.18
+    # the machine counts quoted for the flagship are the ledger's
+    md = _flat(ROOT / "results" / "CLAIMS.md")
+    for quoted in re.findall(r"(\d+ run pairs: \d+ same machine, \d+ mixed, \d+ unknown)", results_readme):
+        assert quoted in md
