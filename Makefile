@@ -10,7 +10,7 @@ JOBS   ?= 2
 RESULTS ?= results
 RUN_ARGS ?=
 
-.PHONY: setup test test-fast models reproduce-table reproduce-all notebook clean
+.PHONY: setup test test-fast models reproduce-table reproduce-all claims notebook clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ reproduce-all: setup
 	$(BIN)/sebench collect --profile $(PROFILE) --results $(RESULTS); \
 	$(BIN)/sebench report all --profile $(PROFILE) --results $(RESULTS); \
 	if [ -n "$$failed" ]; then echo "specs with failed runs:$$failed"; exit 1; fi
+
+# The claims ledger from the committed runs (results/<profile>/runs.csv and the committed analyses):
+# results/CLAIMS.md, results/claims.csv, results/claims.png. Trains nothing.
+claims: setup
+	$(BIN)/sebench claims --results $(RESULTS)
 
 # Execute the excitation-distribution notebook in place (nbclient's `jupyter execute`). It analyses the
 # run folder SEBENCH_ANALYSIS_RUN when set, else the best finished SE run of the first profile group in

@@ -372,6 +372,25 @@ def _report_pair(args) -> int:
     return 0
 
 
+def cmd_claims(args) -> int:
+    from sebench.report.claims import write_ledger
+
+    ledger, paths = write_ledger(args.results, args.folder, plot=not args.no_plot)
+    paired = [c for c in ledger.claims if c.kind == "paired"]
+    counts: dict[str, int] = {}
+    for c in paired:
+        counts[c.final.kind] = counts.get(c.final.kind, 0) + 1
+    mixed = sum(1 for c in paired if c.pairs.get("mixed"))
+    print(f"{len(ledger.claims)} claims ({len(paired)} paired comparisons, "
+          f"{sum(1 for c in ledger.claims if c.stand_in)} of all rows from stand-in profiles); verdicts of the "
+          "paired: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"{mixed} paired comparisons have pairs trained on different machines (flagged in the ledger)")
+    for note in ledger.notes:
+        print(f"note: {note}")
+    print("ledger: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_wandb_sync(args) -> int:
     from sebench.tracking import sync_offline
 
@@ -567,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes <profile>/tables/<spec>_vs_<PROFILE>.md|tex|csv")
     p.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B (report-<profile>)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("claims", help="the claims ledger: every distinct comparison in the results, with what "
+                                      "the data can say (results/CLAIMS.md, claims.csv, claims.png)")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--folder", default="experiments", help="the specs (default: ./experiments)")
+    p.add_argument("--no-plot", action="store_true", help="CLAIMS.md and claims.csv only")
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("speed", help="re-measure the training and inference throughput of every "
                                      "configuration of an experiment's finished runs, side by side in one "

@@ -216,6 +216,8 @@ class Spec(_Strict):
     source: list[SourceRef] = Field(..., min_length=1)
     description: str = ""
     notes: list[str] = Field(default_factory=list)  # recipe choices the source does not state, etc.
+    # TOST margin per metric, in its units (points, loss); unset: sebench.report.verdicts.DEFAULT_MARGINS
+    equivalence_margin: dict[MetricName, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     base: dict[str, Any]
     seeds: list[int] = Field(..., min_length=1)
     sweep: list[SweepAxis] = Field(default_factory=list)

@@ -13,7 +13,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "models" in out and "bench" in out
+    assert "models" in out and "bench" in out and "claims" in out
 
 
 def test_models_one_configuration(capsys):

@@ -139,6 +139,18 @@ def test_reference_csvs_with_the_old_first_column_still_read(tmp_path):
     assert list(frame.columns) == COLUMNS and frame["source_file"].tolist() == ["003_a73290d79b60d9ae.txt"]
 
 
+def test_equivalence_margin_is_optional_per_metric(tmp_path):
+    """A spec may declare the TOST margin per metric (in the metric's units); unset metrics take
+    sebench.report.verdicts.DEFAULT_MARGINS."""
+    from sebench.report.verdicts import DEFAULT_MARGINS, margin_for
+
+    assert load_spec(write(tmp_path, GOOD)).equivalence_margin == {}
+    spec = load_spec(write(tmp_path, GOOD + "equivalence_margin: {top1_err: 0.3, test_loss: 0.01}\n", "m.yaml"))
+    assert spec.equivalence_margin == {"top1_err": 0.3, "test_loss": 0.01}
+    assert margin_for("top1_err", spec.equivalence_margin) == 0.3
+    assert margin_for("top5_err", spec.equivalence_margin) == DEFAULT_MARGINS["top5_err"] == 0.5
+
+
 BROKEN = {
     "unknown top-level key": (GOOD + "colour: red\n", "colour", "allowed: name, title"),
     "unknown key in base": (GOOD.replace("epochs: 1", "epochs: 1\n  epoks: 2"), "epoks", "allowed:"),
@@ -173,6 +185,10 @@ BROKEN = {
     "not a mapping": ("- just\n- a list\n", None, "must be a mapping"),
     "bad optimizer": (GOOD.replace("epochs: 1", "epochs: 1\n  optim: {name: adam}"), "optim.name",
                       "allowed: 'sgd'"),
+    "negative equivalence margin": (GOOD + "equivalence_margin: {top1_err: -0.5}\n", "equivalence_margin",
+                                    "greater than 0"),
+    "equivalence margin of an unknown metric": (GOOD + "equivalence_margin: {top1_error: 0.5}\n",
+                                                "equivalence_margin", "top1_err"),
     "bad dotted value": (GOOD.replace("{model.se: null}", "{model.se: null, optim.lr: -1}"), "optim.lr",
                          "greater than 0"),
 }

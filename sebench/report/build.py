@@ -14,7 +14,8 @@ from typing import Callable, Optional, Sequence
 
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
-from sebench.report.tables import NO_CLAIM, NOT_TESTED, VERDICTS, Table, build_table
+from sebench.report.tables import VERDICTS, Table, build_table
+from sebench.report.verdicts import NOT_TESTED, NO_VERDICT
 from sebench.spec import Spec, expand
 from sebench.store import atomic_write_text
 
@@ -121,8 +122,9 @@ def write_index(reports: list[SpecReport], profile: str, results: str | Path,
         lines.append(f"| [{rep.spec.name}]({rep.spec.name}.md) | {t.title.replace('|', '/')} | "
                      f"{t.n_finished} / {t.n_planned} | {t.n_failed} | "
                      + " | ".join(str(t.verdicts.get(v, 0)) for v in VERDICTS) + f" | {plots} |")
-    lines += ["", f"Verdict counts are per (row, metric) claim; '{NO_CLAIM}' = the source gives no delta there, "
-                  f"'{NOT_TESTED}' = the source claims one but no paired runs exist yet.", ""]
+    lines += ["", f"Verdict counts are per (row, metric) comparison, as each table states them (defined in "
+                  f"sebench/report/verdicts.py; results/CLAIMS.md lists every comparison once): '{NO_VERDICT}' = "
+                  f"fewer than 3 paired seeds, '{NOT_TESTED}' = no paired runs yet.", ""]
     if absent:
         lines += ["## Specs without a table in this profile", "",
                   f"`sebench plan SPEC --profile {profile}` lists their runs and what they would cost.", "",

@@ -38,6 +38,10 @@ NUMERIC_COLUMNS = ("seed", "epochs", "batch_size", "final_test_top1_err", "final
                    "infer_batch_size", "threads", "wall_s",
                    *(c for c in SPEED_COLUMNS if c != "speed_device_name"))
 
+# Profiles that stand in for the source's recipe (small models or data, few epochs, or seconds): their
+# comparisons go in a section of their own wherever claims are listed.
+STAND_IN_PROFILES = ("quick", "smoke")
+
 PROFILE_NOTES = {
     "paper": "the source's recipe",
     "quick": "a CPU stand-in: its numbers are NOT comparable with the paper's (small models or data, few epochs)",
@@ -195,6 +199,78 @@ class ReportData:
             return None, "", f"{ref_file}: {row_ref} / {column}"
         text = _raw_reference_text(self.reference_root, ref_file, row_ref, column) or f"{value:g}"
         return value, text, f"{ref_file}: {row_ref} / {column}"
+
+
+    def source_delta(self, combo: Combo, base: Combo, metric: str) -> tuple[Optional[float], Optional[str]]:
+        """The source's variant - baseline for a metric, rounded to the decimals its numbers are printed
+        with, and as text ('+0.06'); (None, None) where the source lacks either number."""
+        s_var, var_text, _ = self.source_cell(combo, metric)
+        s_base, base_text, _ = self.source_cell(base, metric)
+        if s_var is None or s_base is None:
+            return None, None
+        dec = max(_decimals(var_text), _decimals(base_text))
+        delta = round(s_var - s_base, dec)
+        return delta, f"{delta:+.{dec}f}"
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+@dataclass
+class Comparison:
+    """One paired comparison a table reports: a variant against its same-recipe baseline on one quality
+    metric, with each arm's runs by seed (the pairs are the seeds both have)."""
+
+    combo: Combo
+    base: Combo
+    metric: str
+    variant: dict[int, float]  # seed -> value
+    baseline: dict[int, float]
+    variant_runs: dict[int, Run]
+    baseline_runs: dict[int, Run]
+    source_delta: Optional[float] = None
+    source_text: Optional[str] = None
+    pending: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(set(self.variant) & set(self.baseline))
+
+    @property
+    def diffs(self) -> tuple[float, ...]:
+        return tuple(self.variant[s] - self.baseline[s] for s in self.seeds)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ACCURACY_METRICS
+
+
+def comparisons(data: ReportData) -> list[Comparison]:
+    """Every paired comparison `data`'s table reports, in table order (rows; in a row, the delta columns;
+    in a column, the quality metrics). Baselines compare with nothing; pending rows are listed, with no
+    runs."""
+    quality = [m for m in data.metrics if METRICS[m][4] == "quality"]
+    if data.delta_axis is None:
+        return []
+    cols = data.col_values()
+    delta_on_cols = data.delta_axis == data.col_axis
+    base_col = data.baseline_value(data.col_axis) if data.col_axis is not None else None
+    delta_cols = [c for c in cols if not (delta_on_cols and c.label == base_col.label)]
+    out = []
+    for key in data.row_keys():
+        for c in delta_cols:
+            combo = data.combo_of(key, c)
+            base = data.baseline_of(combo)
+            if base is None:
+                continue
+            for m in quality:
+                s_delta, s_text = data.source_delta(combo, base, m)
+                out.append(Comparison(combo=combo, base=base, metric=m, variant=data.per_seed(combo, m),
+                                      baseline=data.per_seed(base, m), variant_runs=data.runs(combo),
+                                      baseline_runs=data.runs(base), source_delta=s_delta, source_text=s_text,
+                                      pending=combo in data.pending))
+    return out
 
 
 _RAW_CACHE: dict[Path, dict[tuple[str, str], str]] = {}

@@ -17,8 +17,8 @@ from typing import Optional
 
 from sebench.errors import UserError, choice_error
 from sebench.report.build import tables_dir, write_table
-from sebench.report.data import (METRICS, Combo, ReportData, data_label, duration, gather, hardware_by_cell,
-                                 hardware_label, seeds_label, trained_seconds)
+from sebench.report.data import (METRICS, Combo, Comparison, ReportData, data_label, duration, gather,
+                                 hardware_by_cell, hardware_label, seeds_label, trained_seconds)
 from sebench.report.stats import INTERVAL_METHOD, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
@@ -58,6 +58,34 @@ def recipe_differences(a: ReportData, b: ReportData, combos: list[Combo]) -> dic
     return diffs
 
 
+# The recipe field in which two profiles of one spec may differ and still be "the same runs, one change" for
+# the claims ledger: full40_bf16 is full40 with `amp: bf16` (and full_bf16 is full's), so their runs pair.
+PAIRED_FIELDS = frozenset({"amp"})
+
+
+def shared_combos(a: ReportData, b: ReportData) -> list[Combo]:
+    return [c for c in a.combos if c in b.combos and (c in a.expected or c in b.expected)]
+
+
+def precision_pair(a: ReportData, b: ReportData) -> Optional[tuple[ReportData, ReportData]]:
+    """(changed, plain) when two profiles of one spec repeat each other's runs with only PAIRED_FIELDS
+    changed (ordered so that Δ = the profile with amp on − the one without), else None."""
+    combos = shared_combos(a, b)
+    diffs = recipe_differences(a, b, combos) if combos else {}
+    if not diffs or set(diffs) - PAIRED_FIELDS:
+        return None
+    plain_a = "'off'" in diffs.get("amp", (set(), set()))[0]
+    return (b, a) if plain_a else (a, b)
+
+
+def pair_comparisons(a: ReportData, b: ReportData) -> list[Comparison]:
+    """The comparisons a paired table reports: each row and quality metric, Δ = a − b by seed."""
+    quality = [m for m in a.metrics if METRICS[m][4] == "quality"]
+    return [Comparison(combo=c, base=c, metric=m, variant=a.per_seed(c, m), baseline=b.per_seed(c, m),
+                       variant_runs=a.runs(c), baseline_runs=b.runs(c))
+            for c in shared_combos(a, b) for m in quality]
+
+
 def _minutes(data: ReportData, combo: Combo) -> Optional[float]:
     walls = trained_seconds(data.runs(combo).values())
     return sum(walls) / len(walls) / 60 if walls else None
@@ -71,7 +99,7 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
         raise UserError(f"--paired-with names the report's own profile {profile!r}", where=spec.path,
                         field="--paired-with", fix="name the other profile of the pair, e.g. `full40`")
     a, b = gather(spec, profile, results), gather(spec, against, results)
-    combos = [c for c in a.combos if c in b.combos and (c in a.expected or c in b.expected)]
+    combos = shared_combos(a, b)
     if not combos:
         raise UserError(f"profiles {profile!r} and {against!r} of {spec.name} share no sweep row, so no run pairs",
                         where=spec.path, field="profiles",

@@ -395,3 +395,78 @@ def plot_spec(data: ReportData, out_dir: str | Path) -> list[Path]:
         return []
     paths = plot_throughput(data, out_dir) + plot_curves(data, out_dir) + plot_reduction(data, out_dir)
     return paths
+
+
+# ---- the claims ledger's forest plot ----------------------------------------------------------------------
+
+VERDICT_COLORS = {"reproduced": "#1a7f37", "better": "#1a7f37", "contradicts the source": "#cf222e",
+                  "worse": "#cf222e", "equivalent": "#0969da", "inconclusive": "#57606a",
+                  "no verdict (n < 3)": "#a8a8a8", "not tested": "#d0d0d0"}
+FOREST_NOTE = ("Each line: a claim of results/CLAIMS.md, its Δ (point) with the raw 95% t interval; ◆ the source's "
+               "Δ; dashed line 0; colour and right-hand text: the ledger's verdict (green reproduced / better, red "
+               "contradicts the source / worse, blue equivalent, dark grey inconclusive with its MDE, light grey "
+               "no verdict with n < 3); ‡ some of the claim's pairs trained on different machines. Δ = variant − "
+               "baseline, paired by seed; accuracy Δ > 0 and error or loss Δ < 0 favour the variant. Correlation "
+               "panels: Spearman ρ with its exact p. Omnibus tests and every number: results/CLAIMS.md, claims.csv.")
+
+
+def forest_plot(panels: list[dict], out: Path) -> Path:
+    """One horizontal line per claim, grouped by table, one panel per section and unit (panels as
+    sebench.report.claims builds them: title, groups [(name, [line])], correlation). Written atomically as a
+    PNG; returns its path."""
+    from matplotlib.lines import Line2D
+
+    row_h, head_h = 0.21, 0.27
+    heights = [0.55 + sum(head_h + row_h * len(lines) for _, lines in p["groups"]) for p in panels]
+    note = "\n".join(textwrap.wrap(FOREST_NOTE, 170))
+    width, foot = 14.0, 0.35 + 0.16 * (note.count("\n") + 1)
+    fig = _figure(width, sum(heights) + foot + 0.7)
+    grid = fig.add_gridspec(len(panels), 1, height_ratios=heights, left=0.33, right=0.80,
+                            top=1 - 0.75 / fig.get_figheight(), bottom=(foot + 0.25) / fig.get_figheight(),
+                            hspace=0.55 / max(1.0, sum(heights) / len(panels)))
+    for k, panel in enumerate(panels):
+        ax = fig.add_subplot(grid[k])
+        labels, weights, y = [], [], 0
+        ys: list[float] = []
+        for name, lines in panel["groups"]:
+            labels.append(name)
+            weights.append("bold")
+            ys.append(y)
+            y += 1
+            for line in lines:
+                color = VERDICT_COLORS.get(line["kind"], "#57606a")
+                if line.get("low") is not None:
+                    ax.plot([line["low"], line["high"]], [y, y], color=color, lw=2.2, solid_capstyle="butt")
+                if line.get("mean") is not None:
+                    ax.plot([line["mean"]], [y], "o", color=color, ms=4.5, zorder=3)
+                if line.get("source") is not None:
+                    ax.plot([line["source"]], [y], "D", mfc="white", mec="#bc4c00", mew=1.4, ms=5.5, zorder=4)
+                labels.append(line["label"] + (" ‡" if line.get("mixed") else ""))
+                weights.append("normal")
+                ys.append(y)
+                ax.text(1.01, y, f"{line['verdict']}  ({line['right']})", transform=ax.get_yaxis_transform(),
+                        va="center", ha="left", fontsize=7.5, color=color)
+                y += 1
+        ax.axvline(0, color="#333333", lw=0.9, ls="--", zorder=1)
+        if panel.get("correlation"):
+            ax.set_xlim(-1.05, 1.05)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=7.5)
+        for tick, weight in zip(ax.get_yticklabels(), weights):
+            tick.set_fontweight(weight)
+        ax.set_ylim(y - 0.4, -0.6)
+        ax.grid(axis="x", color="#e6e6e6", lw=0.6)
+        ax.set_title(panel["title"], fontsize=10, loc="left", fontweight="bold")
+        ax.tick_params(axis="x", labelsize=7.5)
+    handles = [Line2D([], [], color=VERDICT_COLORS[k], lw=2.2, marker="o", ms=4, label=k)
+               for k in ("reproduced", "contradicts the source", "equivalent", "inconclusive", "no verdict (n < 3)")]
+    handles.append(Line2D([], [], ls="", marker="D", mfc="white", mec="#bc4c00", mew=1.4, ms=5.5, label="source Δ"))
+    handles.append(Line2D([], [], ls="", marker="", label="‡ some pairs from different machines"))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.05 / fig.get_figheight()))
+    fig.text(0.01, 0.01, note, fontsize=7.5, va="bottom", ha="left", color="#333333")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, format="png", metadata={"Software": None})
+    tmp.replace(out)
+    return out

@@ -1,10 +1,11 @@
-"""Honest statistics for results tables: mean +- std over seeds, paired deltas with a 95% t interval, and a
-verdict on each of the source's claims.
+"""Honest statistics for results tables and the claims ledger: mean +- std over seeds, paired deltas with a
+95% t interval, and the tests behind the verdicts (t tests, TOST, Holm, power and the minimum detectable
+effect, Friedman, Spearman); which verdict each test gives is defined in sebench.report.verdicts.
 
 A delta pairs runs by seed (same seed = same initialisation stream and data order for both arms), so
 seed-to-seed noise common to both arms cancels. The interval is Student's t on the per-seed differences,
 mean +- t(0.975, n-1) * sd / sqrt(n): with 2 or 3 seeds it is wide, as it should be. n = 1 gives no
-interval (and so no verdict beyond "inconclusive"), and neither do per-seed differences that are all equal:
+interval (and so no verdict), and neither do per-seed differences that are all equal:
 t would make that a zero-width interval, but with a few seeds and an error counted in whole test images
 (steps of 0.1% on 1,000) equal differences are a coincidence of rounding, not a noise-free effect.
 """
@@ -102,21 +103,6 @@ def paired_delta(variant: Mapping[int, float], baseline: Mapping[int, float], le
     return PairedDelta(m, m - half, m + half, n, seeds)
 
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NO_CLAIM = "reproduced", "not reproduced", "inconclusive", "no claim"
-
-
-def verdict(delta: PairedDelta, source_delta: Optional[float]) -> str:
-    """The source claims `source_delta` (same metric, variant - baseline). Reproduced: our interval excludes 0
-    on the claim's side; not reproduced: it excludes 0 on the other side; inconclusive otherwise. A source
-    delta of exactly 0 or missing makes no directional claim."""
-    if source_delta is None or source_delta == 0 or math.isnan(source_delta):
-        return NO_CLAIM
-    if not delta.excludes_zero():
-        return INCONCLUSIVE
-    same_side = (delta.mean > 0) == (source_delta > 0)
-    return REPRODUCED if same_side else NOT_REPRODUCED
-
-
 def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, Optional[float],
                                                                        Optional[float], float]:
     """Median of `values` with a distribution-free interval: the order statistics (x_(k), x_(n+1-k)) for
@@ -151,3 +137,168 @@ def by_seed(rows: Iterable[tuple[int, float]]) -> dict[int, float]:
             raise ValueError(f"seed {seed} appears twice for one configuration")
         out[seed] = value
     return out
+
+
+# ---- tests behind the claims ledger's verdicts (sebench.report.verdicts says which verdict each gives) -------
+# scipy and statsmodels are imported inside the functions: `sebench --help` and the table code stay light.
+
+def paired_t_pvalue(diffs: Sequence[float], mu: float = 0.0) -> float:
+    """Two-sided p of Student's one-sample t test of H0: mean(diffs) = mu (a paired t test on the per-seed
+    differences). NaN with fewer than 2 differences or none of them different (no spread to estimate)."""
+    from scipy import stats as sps
+
+    m, sd, n = mean_std(list(diffs))
+    if n < 2 or sd <= 1e-9 * max(1.0, abs(m)):
+        return math.nan
+    t = (m - mu) / (sd / math.sqrt(n))
+    return float(2 * sps.t.sf(abs(t), n - 1))
+
+
+def tost_pvalue(diffs: Sequence[float], margin: float) -> float:
+    """Two one-sided tests (Schuirmann's TOST) of equivalence within (-margin, +margin): the larger of the
+    one-sided p values of H0: mean <= -margin and H0: mean >= +margin. p < alpha says equivalent at level
+    alpha, which is the same as the (1 - 2 alpha) t interval lying inside the margins. NaN as paired_t_pvalue."""
+    from scipy import stats as sps
+
+    m, sd, n = mean_std(list(diffs))
+    if n < 2 or sd <= 1e-9 * max(1.0, abs(m)) or not margin > 0:
+        return math.nan
+    se = sd / math.sqrt(n)
+    p_low = sps.t.sf((m + margin) / se, n - 1)  # H0: mean <= -margin
+    p_high = sps.t.cdf((m - margin) / se, n - 1)  # H0: mean >= +margin
+    return float(max(p_low, p_high))
+
+
+def t_interval(diffs: Sequence[float], level: float) -> tuple[Optional[float], Optional[float]]:
+    """The Student t interval of the mean of `diffs` at `level` (None, None where paired_delta gives none)."""
+    from scipy import stats as sps
+
+    m, sd, n = mean_std(list(diffs))
+    if n < 2 or sd <= 1e-9 * max(1.0, abs(m)):
+        return None, None
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return m - half, m + half
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p values (same order as given; NaN stays NaN and is not counted):
+    sorted ascending, p_(j) * (k - j + 1), made monotone, capped at 1. Rejecting where the adjusted p < alpha
+    controls the family-wise error rate at alpha."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    k = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for j, i in enumerate(order):
+        running = max(running, min(1.0, (k - j) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """The level at which Holm's procedure tests each hypothesis: alpha / (k - j + 1) at step j (1-based, p
+    ascending) up to the first step that fails, and that step's level for every hypothesis after it. A test
+    at this level rejects exactly the hypotheses Holm rejects, so the t interval at 1 - level is the
+    interval that goes with Holm's decision (it excludes the null value exactly when Holm rejects; it is
+    not a simultaneous confidence set). NaN for NaN p values."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    k = len(order)
+    out = [math.nan] * len(pvalues)
+    stopped = None
+    for j, i in enumerate(order):
+        level = alpha / (k - j)
+        if stopped is None and pvalues[i] >= level:
+            stopped = level
+        out[i] = stopped if stopped is not None else level
+    return out
+
+
+def paired_t_power(effect: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t test at level alpha with n pairs for a standardised effect
+    (mean difference / SD of the differences): P(|T| > t_crit) for T noncentral t with n - 1 degrees of
+    freedom and noncentrality effect * sqrt(n) (what statsmodels' TTestPower computes). Where scipy's
+    noncentral t gives no number (very large n), the normal approximation, exact enough there."""
+    from scipy import stats as sps
+
+    if n < 2:
+        return math.nan
+    df, nc = n - 1, abs(effect) * math.sqrt(n)
+    crit = float(sps.t.ppf(1 - alpha / 2, df))
+    power = float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    if math.isnan(power):
+        z = float(sps.norm.ppf(1 - alpha / 2))
+        power = float(sps.norm.cdf(nc - z) + sps.norm.cdf(-nc - z))
+    return power
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference (in the data's units) that a two-sided paired t test at level alpha
+    with n pairs detects with the given power, when the differences have this SD. NaN for n < 2 or no SD."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2 or not sd > 0 or math.isnan(sd):
+        return math.nan
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return float(d) * sd
+
+
+def pairs_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, cap: int = 10_000
+                 ) -> Optional[int]:
+    """The smallest number of pairs (seeds) whose two-sided paired t test at level alpha detects a true mean
+    difference `delta` with at least the given power, when the differences have SD `sd`; None when more
+    than `cap` would be needed (or delta is 0)."""
+    if not sd > 0 or math.isnan(sd) or math.isnan(delta) or delta == 0:
+        return None
+    effect = abs(delta) / sd
+    if paired_t_power(effect, cap, alpha) < power:
+        return None
+    lo, hi = 1, 2  # power rises with n: double up to the first n that reaches it, then bisect
+    while paired_t_power(effect, hi, alpha) < power:
+        lo, hi = hi, min(2 * hi, cap)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if paired_t_power(effect, mid, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def friedman(blocks: Sequence[Sequence[float]]) -> tuple[float, int, float]:
+    """Friedman's test over blocks (seeds), each a sequence of one value per arm: (chi-square statistic with
+    the tie correction, degrees of freedom k - 1, p). Whether the arms differ anywhere, without assuming
+    normal differences; NaN with fewer than 2 blocks or 3 arms."""
+    from scipy import stats as sps
+
+    if len(blocks) < 2 or len(blocks[0]) < 3:  # scipy's test needs 3 arms; 2 arms are a paired comparison
+        return math.nan, max(0, len(blocks[0]) - 1) if blocks else 0, math.nan
+    columns = list(zip(*blocks))
+    stat, p = sps.friedmanchisquare(*columns)
+    return float(stat), len(columns) - 1, float(p)
+
+
+def spearman_exact(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rank correlation (average ranks for ties) and its two-sided p: exact for n <= 9, the share
+    of all n! pairings of the ranks whose |rho| is at least the observed one; the t approximation above
+    that. (rho, p); NaN for n < 3 or a constant variable."""
+    import itertools
+
+    import numpy as np
+    from scipy import stats as sps
+
+    n = len(x)
+    rx = sps.rankdata(np.asarray(x, dtype=float))
+    ry = sps.rankdata(np.asarray(y, dtype=float))
+    if n < 3 or rx.std() == 0 or ry.std() == 0:
+        return math.nan, math.nan
+    rho = float(np.corrcoef(rx, ry)[0, 1])
+    if n > 9:
+        return rho, float(sps.spearmanr(x, y).pvalue)
+    # every permutation of y's ranks has the same mean and variance, so |rho| orders as |sum of products|
+    cx, cy = rx - rx.mean(), ry - ry.mean()
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    s = cy[perms] @ cx
+    observed = float(cy @ cx)
+    p = float(np.mean(np.abs(s) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
+    return rho, p

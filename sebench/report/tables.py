@@ -20,14 +20,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, ReportData, data_label, duration, fmt_num,
-                                 hardware_by_cell, hardware_label, profile_caveat, seeds_label, trained_seconds,
-                                 unique)
-from sebench.report.stats import (INCONCLUSIVE, INTERVAL_METHOD, NO_CLAIM, NOT_REPRODUCED, REPRODUCED,
-                                  PairedDelta, by_seed, mean_std, paired_delta, verdict)
+from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, Comparison, ReportData, comparisons, data_label,
+                                 duration, fmt_num, hardware_by_cell, hardware_label, profile_caveat, seeds_label,
+                                 trained_seconds, unique)
+from sebench.report.stats import INTERVAL_METHOD, PairedDelta, by_seed, mean_std, paired_delta
+from sebench.report.verdicts import KINDS, RULES, Judgement, Question, judge_family, margin_for
 
-NOT_TESTED = "not tested"  # the source makes a claim, but we have no paired runs for it yet
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NO_CLAIM, NOT_TESTED)
+VERDICTS = KINDS  # the verdict kinds a table counts (sebench.report.verdicts defines each)
 
 CSV_COLUMNS = ["experiment", "profile", "row", "column", "metric", "unit", "status", "n", "n_expected", "seeds",
                "mean", "std", "source", "source_cell", "baseline", "delta_n", "delta", "delta_low",
@@ -124,10 +123,6 @@ def _tex_label(text: str) -> str:
 
 # ---- cell formatting ----------------------------------------------------------------------------------------
 
-def _decimals(text: str) -> int:
-    return len(text.split(".", 1)[1]) if "." in text else 0
-
-
 def format_measured(values: dict[int, float], metric: str, n_expected: int) -> tuple[str, float, float, int]:
     _, _, _, d, kind = METRICS[metric]
     m, sd, n = mean_std([values[s] for s in sorted(values)])
@@ -196,6 +191,7 @@ def build_table(data: ReportData) -> Table:
             source_cache[(combo, m)] = data.source_cell(combo, m)
         return source_cache[(combo, m)]
 
+    judged = {(comp.combo, comp.metric): (comp, j) for comp, j in judge_table(data)}
     failed_combos = {tuple(r.row.get(f"label.{a.axis}", "") for a in data.axes) for r in data.failed}
     for key in data.row_keys():
         label = data.row_label(key)
@@ -227,36 +223,27 @@ def build_table(data: ReportData) -> Table:
                 records.append(rec)
         for c in delta_cols:
             combo = data.combo_of(key, c)
-            base = data.baseline_of(combo)
+            if data.baseline_of(combo) is None:
+                cells += ["baseline", "", ""] * len(quality)
+                continue
             for m in quality:
                 rec = next(r for r in records if r["row"] == data.row_label(key)
                            and r["column"] == (c.label if c is not None else "") and r["metric"] == m)
-                if base is None:
-                    cells += ["baseline", "", ""]
-                    continue
+                comp, j = judged[(combo, m)]
+                base = comp.base
                 rec["baseline"] = data.label_text(base)
                 rec["interval"] = INTERVAL_METHOD
-                d = paired_delta(by_seed(data.per_seed(combo, m).items()), by_seed(data.per_seed(base, m).items()))
-                s_var, s_var_text, _ = src(combo, m)
-                s_base, s_base_text, _ = src(base, m)
-                s_delta = s_text = None
-                if s_var is not None and s_base is not None:
-                    s_delta = s_var - s_base
-                    dec = max(_decimals(s_var_text), _decimals(s_base_text))
-                    s_delta = round(s_delta, dec)
-                    s_text = f"{s_delta:+.{dec}f}"
-                if d.n == 0:
-                    v = NOT_TESTED if s_delta not in (None, 0) else NO_CLAIM
-                else:
-                    v = verdict(d, s_delta)
+                d = paired_delta(by_seed(comp.variant.items()), by_seed(comp.baseline.items()))
+                if d.n:
                     rec.update(delta_n=d.n, delta=d.mean, delta_low=d.low, delta_high=d.high)
-                rec["source_delta"], rec["verdict"] = s_delta, v
-                verdicts[v] += 1
+                rec["source_delta"], rec["verdict"] = comp.source_delta, j.verdict.text
+                verdicts[j.verdict.kind] += 1
+                s_text = comp.source_text
                 if combo in data.pending:
-                    cells += ["pending", s_text or "", v]
+                    cells += ["pending", s_text or "", j.verdict.text]
                 else:
                     cells += [format_delta(d, m) or ("no paired seeds" if data.runs(combo) and data.runs(base)
-                                                     else "not run"), s_text or "", v]
+                                                     else "not run"), s_text or "", j.verdict.text]
         rows.append(cells)
 
     footnotes += _footnotes(data, metrics)
@@ -265,6 +252,16 @@ def build_table(data: ReportData) -> Table:
                  rows=rows, footnotes=footnotes, records=records, verdicts=verdicts,
                  n_finished=len(data.all_runs()), n_failed=len(data.failed),
                  n_planned=sum(len(rcs) for rcs in data.expected.values()))
+
+
+def judge_table(data: ReportData) -> list[tuple[Comparison, Judgement]]:
+    """Every paired comparison of `data`'s table with its verdicts (sebench.report.verdicts); the table is
+    the family for Holm's adjustment. The ledger (sebench.report.claims) reads the same."""
+    comps = comparisons(data)
+    margins = data.spec.equivalence_margin
+    questions = [Question(diffs=c.diffs, higher_is_better=c.higher_is_better, source_delta=c.source_delta,
+                          margin=margin_for(c.metric, margins), decimals=METRICS[c.metric][3]) for c in comps]
+    return list(zip(comps, judge_family(questions)))
 
 
 def _record(data: ReportData, key: Combo, col, metric: str) -> dict:
@@ -316,11 +313,12 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
                  else "")
         stats += (f"; Δ = variant − same-recipe baseline ('{base_label}' {where}".rstrip() +
                   f"), paired by seed, with its 95% interval ({INTERVAL_METHOD}); source Δ is the same "
-                  "difference of the source's numbers; verdict: reproduced = our interval excludes 0 on the "
-                  "source's side, not reproduced = it excludes 0 on the other side, inconclusive = it "
-                  "contains 0 or there is none (n < 2, or every seed's difference is the same: t would give a "
-                  "zero-width interval, which a few seeds and an error counted in test images cannot support), "
-                  "no claim = the source gives no delta, not tested = no paired runs")
+                  "difference of the source's numbers; verdicts as in the claims ledger (results/CLAIMS.md, "
+                  "sebench/report/verdicts.py), this table being the family for Holm's adjustment: "
+                  + "; ".join(RULES) + "; not tested = no paired runs")
+        if data.spec.equivalence_margin:
+            stats += ("; this spec's equivalence margins: " +
+                      ", ".join(f"{METRICS[m][0]} ±{v:g}" for m, v in data.spec.equivalence_margin.items()))
     else:
         stats += "; no value is marked as the baseline, so no deltas"
     header.append(("Statistics", stats))
