@@ -291,11 +291,12 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
         print(f"follow with: squeue --me; then `sebench collect --results {args.results}`")
         return 0
     result = slurm.wait(sub)  # with no jobs at once: what was skipped or adopted
-    if args.wandb:
-        from sebench.runner import mirror_ended
+    if args.wandb:  # the array's runs have ended: mirror them whole (no live logging across jobs)
         from sebench.store import run_dir as store_run_dir
-        for run_id, outcome in result.outcomes():
-            mirror_ended(store_run_dir(Path(args.results), spec.name, run_id), outcome)
+        from sebench.tracking import LiveMirror
+        with LiveMirror(spec, profile, Path(args.results)) as mirror:
+            for run_id, outcome in result.outcomes():
+                mirror.on_end(store_run_dir(Path(args.results), spec.name, run_id), outcome)
     _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
 
