@@ -392,6 +392,9 @@ def cmd_analyze(args) -> int:
 
     from sebench.analysis.run import analyze_run
 
+    if args.wandb and args.out and Path(args.out).resolve() != (Path(args.run_dir) / "analysis").resolve():
+        raise UserError("--wandb logs the histograms of RUN_DIR/analysis, not of another folder", where="--out",
+                        fix="leave --out out, or mirror without --wandb")
     blocks = _split_list(args.blocks)
     if blocks in (["paper"], ["all"]):
         blocks = blocks[0]
@@ -413,6 +416,10 @@ def cmd_analyze(args) -> int:
     print(f"outputs: {out_dir}")
     for path in result.paths.values():
         print(f"  {path.name}")
+    if args.wandb:  # continues the run's W&B run (id = run_id): the histograms, nothing it already has
+        from sebench.tracking import mirror_run
+        local = mirror_run(args.run_dir)
+        print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
     return 0
 
 
@@ -598,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.add_argument("--wandb", action="store_true",
+                   help="then log the excitation histograms per stage into the run's W&B run (same id as the "
+                        "run; offline under ./wandb without an API key)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("wandb-sync", help="upload offline W&B runs (wandb sync)")

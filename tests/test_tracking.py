@@ -378,3 +378,13 @@ def test_without_wandb_nothing_happens(fresh, tmp_path, monkeypatch):
             mirror.on_start(run)
             mirror.on_end(run, "finished")
     assert len(caught) == 1 and not (tmp_path / "wandb").exists()
+
+
+def test_analyze_with_wandb_mirrors_only_the_runs_own_analysis(tmp_path, capsys):
+    """`sebench analyze RUN --wandb` continues the run's W&B run with the histograms of RUN/analysis; pointed at
+    another folder it stops with one line before analysing anything."""
+    run = make_run(tmp_path)
+    assert main(["analyze", str(run), "--out", str(tmp_path / "elsewhere"), "--wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "--wandb logs the histograms of RUN_DIR/analysis" in err and err.count("\n") == 1
+    assert not (tmp_path / "elsewhere").exists()
