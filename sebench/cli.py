@@ -292,11 +292,12 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
         print(f"follow with: squeue --me; then `sebench collect --results {args.results}`")
         return 0
     result = slurm.wait(sub)  # with no jobs at once: what was skipped or adopted
-    if args.wandb:
-        from sebench.runner import mirror_ended
+    if args.wandb:  # the array's runs have ended: mirror them whole (no live logging across jobs)
         from sebench.store import RunDir
-        for run_id, outcome in result.outcomes():
-            mirror_ended(RunDir.of(Path(args.results), spec.name, run_id).path, outcome)
+        from sebench.tracking import LiveMirror
+        with LiveMirror(spec, profile, Path(args.results)) as mirror:
+            for run_id, outcome in result.outcomes():
+                mirror.on_end(RunDir.of(Path(args.results), spec.name, run_id).path, outcome)
     _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.failed else 0
 
@@ -399,6 +400,50 @@ def cmd_wandb_sync(args) -> int:
     return 0
 
 
+def cmd_wandb_dashboard(args) -> int:
+    import json
+    import os
+
+    from sebench.spec import list_specs
+    from sebench.store import atomic_write_text
+    from sebench.tracking import default_dir
+
+    try:
+        from sebench.tracking import dashboard
+        import wandb_workspaces  # noqa: F401  (only to fail early with a clear message)
+    except ImportError:
+        raise UserError("wandb-workspaces is not installed", where="wandb-dashboard",
+                        fix="pip install 'sebench[wandb]'") from None
+    if args.experiment is not None:
+        known = sorted({p.stem for p in list_specs(args.folder)}
+                       | {p.name for p in (Path(args.results) / "runs").glob("*") if p.is_dir()})
+        if args.experiment not in known:
+            raise UserError(f"no experiment {args.experiment!r} among the specs in {args.folder}/ or the runs in "
+                            f"{Path(args.results) / 'runs'}", where="--experiment",
+                            fix=f"one of: {', '.join(known) or '(none yet)'}")
+    entity = args.entity or os.environ.get("WANDB_ENTITY") or None
+    if args.save:
+        dashboard.check_can_save(entity)
+    workspace = dashboard.build_workspace(args.project, entity, args.experiment,
+                                          dashboard.excitation_stages(args.results, args.experiment))
+    text = json.dumps(dashboard.definition(workspace), indent=1) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        name = f"dashboard-{args.project}" + (f"-{args.experiment}" if args.experiment else "") + ".json"
+        out = Path(args.out) if args.out else default_dir(Path(args.results)) / "wandb" / name
+        atomic_write_text(out, text)
+        panels = sum(len(s.panels) for s in workspace.sections)
+        print(f"workspace {workspace.name!r} for {entity or '<entity>'}/{args.project}: {len(workspace.sections)} "
+              f"sections, {panels} panels")
+        print(f"definition: {out}")
+    if args.save:
+        print(f"saved: {dashboard.save(workspace)}")
+    elif args.out != "-":
+        print("create it in W&B with --save (needs --entity and an API key: `wandb login`)")
+    return 0
+
+
 def _split_list(items: Sequence[str] | None) -> list[str] | None:
     """`--blocks SE_2_3 SE_3_1` or `--blocks SE_2_3,SE_3_1` -> ['SE_2_3', 'SE_3_1']."""
     if not items:
@@ -411,6 +456,9 @@ def cmd_analyze(args) -> int:
 
     from sebench.analysis.run import analyze_run
 
+    if args.wandb and args.out and Path(args.out).resolve() != (Path(args.run_dir) / "analysis").resolve():
+        raise UserError("--wandb logs the histograms of RUN_DIR/analysis, not of another folder", where="--out",
+                        fix="leave --out out, or mirror without --wandb")
     blocks = _split_list(args.blocks)
     if blocks in (["paper"], ["all"]):
         blocks = blocks[0]
@@ -432,6 +480,10 @@ def cmd_analyze(args) -> int:
     print(f"outputs: {out_dir}")
     for path in result.paths.values():
         print(f"  {path.name}")
+    if args.wandb:  # continues the run's W&B run (id = run_id): the histograms, nothing it already has
+        from sebench.tracking import mirror_run
+        local = mirror_run(args.run_dir)
+        print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
     return 0
 
 
@@ -624,12 +676,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--threads", type=int, help="CPU threads (default: all available)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.add_argument("--wandb", action="store_true",
+                   help="then log the excitation histograms per stage into the run's W&B run (same id as the "
+                        "run; offline under ./wandb without an API key)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("wandb-sync", help="upload offline W&B runs (wandb sync)")
     p.add_argument("--dir", default="wandb", help="the wandb/ folder (default: ./wandb, beside results/)")
     p.add_argument("--include-synced", action="store_true", help="upload runs already synced again")
     p.set_defaults(func=cmd_wandb_sync)
+
+    p = sub.add_parser("wandb-dashboard", help="the W&B workspace of sebench runs (wandb-workspaces): learning "
+                                               "curves per arm, final error per arm and seed, accuracy vs "
+                                               "throughput, excitation histograms, paired deltas")
+    p.add_argument("--project", default="sebench", help="W&B project the runs were mirrored to (default: sebench)")
+    p.add_argument("--entity", help="W&B user or team owning the project (default: $WANDB_ENTITY)")
+    p.add_argument("--experiment", help="only this spec's runs (W&B group = experiment); default: every run")
+    p.add_argument("--results", default="results", help="results root (excitation stages; default: results)")
+    p.add_argument("--folder", default="experiments", help="spec folder (default: experiments)")
+    p.add_argument("--out", help="where to write the definition (default: wandb/dashboard-<project>[-<experiment>]"
+                                 ".json beside the results folder; '-' for stdout)")
+    p.add_argument("--save", action="store_true", help="create the workspace in W&B (needs --entity, an API key "
+                                                       "and the network) and print its URL")
+    p.set_defaults(func=cmd_wandb_dashboard)
     return parser
 
 

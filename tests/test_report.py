@@ -305,6 +305,13 @@ def test_cli_report_writes_tables_plots_and_prints_markdown(cifar_store, capsys)
     assert len(plots) == 4  # png + svg each
 
 
+def test_curves_zoom_on_the_last_quarter_of_the_epochs():
+    """The learning curves' second panel: the last 25% of the epochs (at least two), none under 4 epochs."""
+    from sebench.report.plots import zoom_window
+
+    assert [zoom_window(n) for n in (3, 4, 8, 15, 40, 90)] == [None, (3, 4), (7, 8), (12, 15), (31, 40), (68, 90)]
+
+
 def test_reduction_plot_for_the_reduction_ablation(tmp_path):
     """The real ablation spec, smoke profile: error and params against r, the baseline as a band."""
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "ablation_reduction.yaml")

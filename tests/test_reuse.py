@@ -123,7 +123,7 @@ def test_plan_shows_what_run_would_adopt(tmp_path, one_thread, capsys):
 
 @pytest.mark.parametrize("launcher", ["none", "slurm"])
 def test_wandb_mirrors_each_run_whose_records_are_final(tmp_path, one_thread, monkeypatch, launcher):
-    """`run --wandb` mirrors finished, failed and adopted runs (runner.mirror_ended), in this process or
+    """`run --wandb` mirrors finished, failed and adopted runs (tracking.LiveMirror.on_end), in this process or
     after a SLURM array (here submitit's in-process debug executor); skipped runs are not mirrored again."""
     pytest.importorskip("submitit")
     from sebench import tracking
@@ -134,7 +134,7 @@ def test_wandb_mirrors_each_run_whose_records_are_final(tmp_path, one_thread, mo
     results = tmp_path / "results"
     run_sweep(a, "smoke", results, log=lambda s: None)
     mirrored = []
-    monkeypatch.setattr(tracking, "mirror_run", lambda d, **kw: mirrored.append(Path(d)))
+    monkeypatch.setattr(tracking.runs, "mirror_run", lambda d, **kw: mirrored.append(Path(d)))
     argv = ["run", str(b_path), "--profile", "smoke", "--results", str(results), "--device", "cpu", "--wandb",
             "--no-progress"] + (["--launcher", "slurm", "--cluster", "debug"] if launcher == "slurm" else [])
 

@@ -10,7 +10,7 @@
   path components).
 * Secrets stay out of the store: the values of WANDB_API_KEY and of every variable whose name holds
   KEY/TOKEN/SECRET/PASSWORD never appear in what a run writes (config.yaml, env.json, metrics.jsonl,
-  summary.json, checkpoints) nor in what `sebench run` prints. (sebench/tracking.py has its own test.)
+  summary.json, checkpoints) nor in what `sebench run` prints. (sebench/tracking/ has its own test.)
 """
 
 from __future__ import annotations

@@ -299,7 +299,19 @@ def read_runs_csv(results: Path, profile: str) -> list[dict]:
                         fix=f"run `sebench collect --results {results}` first (after `sebench run ... "
                             f"--profile {profile}`)")
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        return _typed(list(csv.DictReader(f)))
+
+
+def store_rows(results: Path, profile: str) -> list[dict]:
+    """The rows runs.csv would hold, read from the run folders now (what a sweep that just ended sees before
+    `sebench collect`), typed as read_runs_csv types them."""
+    from sebench.store import run_rows
+
+    return _typed([{k: "" if v is None else v if k in NUMERIC_COLUMNS else str(v) for k, v in row.items()}
+                   for row in run_rows(results, profile)])
+
+
+def _typed(rows: list[dict]) -> list[dict]:
     for r in rows:
         for c in NUMERIC_COLUMNS:
             if c in r:

@@ -5,7 +5,8 @@
 - <spec>_throughput: test top-1 error (mean ± std over seeds) against training and against inference
   throughput (img/s; the batch size is in the axis label), each baseline joined by a line to its variants.
 - <spec>_curves: test top-1 error per epoch (metrics.jsonl), mean over seeds with a min-max band, one line
-  per configuration.
+  per configuration; beside it the last 25% of the epochs with their own y axis (zoom_window), where the
+  arms differ by tenths of a point that the full range flattens.
 - <spec>_reduction (specs whose rows vary the SE reduction ratio r): error against r with the no-SE baseline
   as a horizontal band, and params against r; the source's numbers as a second series.
 
@@ -263,6 +264,18 @@ def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list
     return epochs, means, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs], n
 
 
+ZOOM = 0.25  # the zoomed panel shows this last share of the epochs
+
+
+def zoom_window(last_epoch: int) -> Optional[tuple[int, int]]:
+    """The epochs of the zoomed panel, (first, last): the last quarter of training, at least two epochs, where
+    the curves have flattened and the arms' differences are a few tenths of a point. None with under 4 epochs
+    (every epoch is already readable)."""
+    if last_epoch < 4:
+        return None
+    return last_epoch - max(2, math.ceil(ZOOM * last_epoch)) + 1, last_epoch
+
+
 def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
     combos = [c for c in data.combos if data.runs(c)]
     curves = {c: _curve(data, c) for c in combos}
@@ -277,25 +290,41 @@ def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
     def color(combo):  # one colour per configuration: a few lines, each must be told apart
         return cmap(list(curves).index(combo) % 10)
 
-    fig = _figure(12, 6.2)
-    ax = fig.subplots()
+    window = zoom_window(max(e for v in curves.values() for e in v[0]))
+    fig = _figure(14 if window else 12, 6.2)
+    if window:
+        ax, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        ax, zoom = fig.subplots(), None
     few = max(len(v[0]) for v in curves.values()) <= 3
     for combo, (epochs, means, lo, hi, n) in curves.items():
-        ax.plot(epochs, means, linestyle=linestyle(combo), marker=marker(combo) if few else None,
-                color=color(combo),
-                label=f"{data.short_label(combo)} (n={n})")
-        if n > 1:
-            ax.fill_between(epochs, lo, hi, color=color(combo), alpha=0.15, linewidth=0)
+        for a in (ax, zoom) if zoom is not None else (ax,):
+            a.plot(epochs, means, linestyle=linestyle(combo), marker=marker(combo) if few or a is zoom else None,
+                   markersize=3.5, color=color(combo), label=f"{data.short_label(combo)} (n={n})")
+            if n > 1:
+                a.fill_between(epochs, lo, hi, color=color(combo), alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 error (%)")
     ax.grid(True, alpha=0.3)
     if few:
         ax.set_xticks(sorted({e for v in curves.values() for e in v[0]}))
-    ax.legend(fontsize=8, title="mean over seeds;\nband = min-max", title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.02, 1))
-    return _finish(fig, data, f"{data.spec.title}: training curves", out_dir, f"{data.spec.name}_curves",
-                   "Lines: test top-1 error after each epoch (metrics.jsonl), mean over seeds; shaded band: min-max "
-                   "over seeds.")
+    what = "Lines: test top-1 error after each epoch (metrics.jsonl), mean over seeds; shaded band: min-max over seeds."
+    if zoom is not None:
+        first, last = window
+        inside = [y for epochs, means, lo, hi, _ in curves.values()
+                  for e, *ys in zip(epochs, means, lo, hi) if first <= e <= last for y in ys]
+        pad = max(0.05, 0.08 * (max(inside) - min(inside)))
+        zoom.set_xlim(first - 0.3, last + 0.3)
+        zoom.set_ylim(min(inside) - pad, max(inside) + pad)  # fitted to the window: the arms' gap fills it
+        zoom.set_title(f"last {ZOOM:.0%} of the epochs ({first}-{last}), y axis fitted to them", fontsize=9)
+        zoom.set_xlabel("epoch")
+        zoom.grid(True, alpha=0.3)
+        zoom.xaxis.get_major_locator().set_params(integer=True)
+        ax.axvspan(first - 0.5, last + 0.5, color="#888888", alpha=0.08, linewidth=0)  # where the zoom looks
+        what += f" Right: epochs {first}-{last} (the grey span on the left) with their own y axis."
+    (zoom if zoom is not None else ax).legend(fontsize=8, title="mean over seeds;\nband = min-max",
+                                              title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return _finish(fig, data, f"{data.spec.title}: training curves", out_dir, f"{data.spec.name}_curves", what)
 
 
 def _reduction(data: ReportData, combo: Combo) -> Optional[int]:

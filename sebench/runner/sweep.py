@@ -23,6 +23,7 @@ from sebench.runner.plan import labels_text, log_plan, plan, reuse_identical, ru
 from sebench.runner.pool import run_pooled, visible_gpus
 from sebench.spec import RunConfig, Spec
 from sebench.store import RunDir, check_writable
+from sebench.tracking import LiveMirror
 
 
 @dataclass
@@ -110,14 +111,6 @@ def check_amp(runs: list[RunConfig], where: str) -> None:
                         where=where, field="amp", fix=exc.fix)
 
 
-def mirror_ended(directory: Path, outcome: str) -> None:
-    """With --wandb, a run is mirrored once its records are final: it finished, failed or was adopted
-    (skipped and locked runs are someone else's to mirror). tracking.mirror_run never raises."""
-    if outcome in ("finished", "failed", "reused"):
-        from sebench.tracking import mirror_run
-        mirror_run(directory)
-
-
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
@@ -125,8 +118,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
               only: Optional[dict[str, set[str]]] = None, reuse: bool = True, log=print) -> SweepResult:
     """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time); with `reuse`, a missing
     run whose recipe another experiment has finished is adopted instead (reuse_identical). With `wandb`,
-    each run that ends (finished or failed) or is adopted is mirrored to W&B by this process
-    (tracking.mirror_run: offline without an API key; a W&B failure warns once and never stops the sweep)."""
+    this process logs each run's epochs to W&B while it trains and mirrors each run that ends or is adopted
+    (tracking.LiveMirror: offline without an API key; a W&B failure warns once and never stops the sweep)."""
     from sebench.engine import distributed
 
     world = distributed.current()
@@ -145,20 +138,21 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
 
     rows, pending = distributed.on_main(plan_reusing, world)
     result = SweepResult()
+    mirror = LiveMirror(spec, profile, results, enabled=wandb and world.is_main)
     todo = []
     for row in rows:
         if row.status == "finished":
             result.skipped.append(row.run.run_id)
         elif row.status == "reused":
             result.reused.append(row.run.run_id)
-            if wandb and world.is_main:
-                mirror_ended(row.directory, "reused")
+            mirror.on_end(row.directory, "reused")
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
             todo.append(row)
     log_plan(spec.name, profile, rows, pending, f"{len(todo)} to run", log)
     if not todo:
+        mirror.close()
         return result
 
     # 'auto' and 'cuda' spread the jobs over the visible GPUs (none visible: none to spread over)
@@ -182,11 +176,11 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     def begin(rc: RunConfig, status: str, slot: int) -> None:
         log(f"--> {rc.run_id}  {labels_text(rc.labels)} seed {rc.seed} ({status})")
         watch.started(rc.run_id, slot, fresh=not RunDir(directories[rc.run_id]).has_checkpoint())
+        mirror.on_start(directories[rc.run_id])
 
     def end(rc: RunConfig, outcome: str, detail: str) -> None:
         watch.ended(rc.run_id, outcome)
-        if wandb and world.is_main:
-            mirror_ended(directories[rc.run_id], outcome)
+        mirror.on_end(directories[rc.run_id], outcome)
         if outcome == "finished":
             result.finished.append(rc.run_id)
         elif outcome == "skipped":
@@ -199,7 +193,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         log(f"[{reported[0]}/{len(todo)}] {outcome:8s} {rc.run_id}  {labels_text(rc.labels)} seed {rc.seed}: {detail}"
             f"  ({time.time() - start:.0f}s elapsed)")
 
-    with watch:
+    with watch, mirror:
         if jobs <= 1:
             for rc, row in zip(configs, todo):
                 begin(rc, row.status, 0)
