@@ -275,7 +275,7 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
             ) -> list[tuple[str, str]]:
     spec, runs = data.spec, data.all_runs()
     sources = "; ".join(
-        f"source {s.file}, \"{s.table}\"" + (f" (reference numbers: results/reference/{s.reference})"
+        f"{s.file}, \"{s.table}\"" + (f" (reference numbers: results/reference/{s.reference})"
                                             if s.reference else " (no reference numbers transcribed)")
         for s in spec.source)
     prof = spec.profiles[data.profile]
