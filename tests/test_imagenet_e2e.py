@@ -91,7 +91,7 @@ def test_paper_se_resnet50_trains_and_evaluates_on_imagefolder(imagenet_tree, tm
     # Images were decoded in worker processes (2 for train, 2 for eval), not in this one.
     pids = {int(f.name.split("-")[1]) for f in workers_seen.iterdir()}
     assert len(pids) == 4 and os.getpid() not in pids
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert json.loads((run_dir / "summary.json").read_text()) == summary.to_json()
     for key in ("final_test_top1_err", "final_test_top5_err"):
         assert math.isfinite(getattr(summary, key)) and 0 <= getattr(summary, key) <= 100, (key, summary)
     assert math.isfinite(summary.final_train_loss) and math.isfinite(summary.final_test_loss)
