@@ -21,6 +21,7 @@ from sebench.engine.distributed import World
 from sebench.engine.env import cpu_bf16_flag
 from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.errors import UserError
+from sebench.layers.se import set_se_form
 from sebench.models import build_model
 from sebench.spec import RunConfig
 from sebench.surgery import apply_surgery
@@ -103,6 +104,7 @@ def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
         apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
                               "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
                                      "bias": sg.bias}})
+    set_se_form(model, cfg.execution.se_form)  # an execution detail: the state_dict is the same
     return model
 
 
