@@ -559,25 +559,24 @@ def excite_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.Batc
     ``z.mean((2, 3)) @ (W_fc diag(a) W_conv)^T + (W_fc (a * bias_conv + b) + bias_fc)``:
     a pass over the bottleneck's narrow input (a quarter of the channels) instead of its wide output,
     and an [N, C/4] x [C/4, h] product instead of [N, C/4] x [C/4, C] then [N, C] x [C, h].
-    The folded weight is cached per `fc` until any of the weights or BN statistics it came from changes,
-    except while a CUDA graph is being captured: then the fold is computed inside the graph, so that its
-    replays follow the weights (a cached fold would be a constant in the graph). `form`: the layer is
-    applied as that excitation form applies ``fc`` ([N, h, 1, 1] for conv1x1, else [N, h]).
-    None where the identity does not hold (training-mode BN, other convs) and under a dispatch mode
-    (FLOP counting: the counted cost stays the model's).
+    The folded weight is cached per `fc` until any of the weights or BN statistics it came from changes.
+    `form`: the layer is applied as that excitation form applies ``fc`` ([N, h, 1, 1] for conv1x1, else
+    [N, h]). None where the identity does not hold (training-mode BN, other convs), under a dispatch mode
+    (FLOP counting: the counted cost stays the model's) and while a CUDA graph is being captured: a
+    cached fold would be a constant in the graph, stale once training changes the weights, and folding
+    inside the graph adds about ten small kernels per block, about what the narrow read saves there.
 
     This is what makes SE inference nearly free in a bottleneck: the squeeze is otherwise a full read
     of the block's widest tensor, which on CPU costs about as much as the rest of the SE together."""
-    if (_traced() or bn.training or bn.running_mean is None or bn.running_var is None
+    if (_traced() or _capturing(z) or bn.training or bn.running_mean is None or bn.running_var is None
             or conv.kernel_size != (1, 1)
             or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
             or z.dim() != 4 or type(conv) is not torch.nn.Conv2d
             or type(bn) is not torch.nn.BatchNorm2d or type(fc) is not torch.nn.Linear):
         return None
-    key = None if _capturing(z) else _fold_key(
-        (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias, fc.weight, fc.bias),
-        bn.eps)
-    hit = _FOLDED.get(fc) if key is not None else None
+    key = _fold_key((conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                     fc.weight, fc.bias), bn.eps)
+    hit = _FOLDED.get(fc)
     if hit is None or not _same_key(hit[0], key):
         hit = (key, *_fold(conv, bn, fc))
         if key is not None:
