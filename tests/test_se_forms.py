@@ -220,3 +220,39 @@ def test_flops_are_the_same_on_every_form():
         counts.add(count_flops(model))
     assert len(counts) == 1
 
+
+def _benchmark():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("se_overhead", ROOT / "benchmarks" / "se_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_summaries_name_the_fastest_form_against_timm():
+    bench = _benchmark()
+    assert bench.resolve_forms(["default"], torch.device("cpu")) == [fused.DEFAULT_FORM["cpu"]]
+    assert bench.resolve_forms(["mm", "all"], torch.device("cpu")) == ["mm", "linear", "conv1x1", "functional"]
+    rows = []
+    se, timm, none = bench.SUMMARY_MODEL, bench.TIMM_SE, bench.NONE
+    over = {("linear", "train"): 60, ("linear", "infer"): 100, ("conv1x1", "train"): 25, ("conv1x1", "infer"): 30,
+            ("functional", "train"): 50, ("functional", "infer"): 90}
+    for exe in ("eager", "graphs"):
+        for mode in ("train", "infer"):
+            rows.append(dict(model=timm, form=none, impl=none, exec=exe, layout="channels_last", mode=mode,
+                             amp="off", overhead=40.0 if mode == "train" else 25.0, vs_timm=None))
+            for form in ("linear", "conv1x1", "functional"):
+                rows.append(dict(model=se, form=form, impl="fused", exec=exe, layout="channels_last", mode=mode,
+                                 amp="off", overhead=float(over[form, mode]) - (30 if exe == "graphs" else 0),
+                                 vs_timm=1.0))
+    lines = bench.form_lines(rows, "cuda")
+    fastest = [line for line in lines if line.startswith("fastest form")]
+    assert fastest == [
+        f"fastest form of {se} (fused, eager, channels_last) on cuda: conv1x1: train +25.0% (timm +40.0%), "
+        "infer +30.0% (timm +25.0%); at or below timm's: train yes, infer no; DEFAULT_FORM['cuda'] is 'linear'",
+        f"fastest form of {se} (fused, graphs, channels_last) on cuda: conv1x1: train -5.0% (timm +40.0%), "
+        "infer +0.0% (timm +25.0%); at or below timm's: train yes, infer yes; DEFAULT_FORM['cuda'] is 'linear'"]
+    assert len(lines) == 1 + 6 + 2
+    # the last line (README, gpu_check.sh, the smoke test): eager, fused, the device's default form
+    assert bench.summary_line(rows, "cuda") == ("sebench SE overhead (amp off): train 60.0%, infer 100.0% "
+                                                "(timm: train 40.0%, infer 25.0%)")
