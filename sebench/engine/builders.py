@@ -95,8 +95,9 @@ def amp_refusal(cfg: RunConfig, device: str = "auto") -> Optional[UserError]:
 
 
 def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings): fit, the
-    speed re-measurement and the excitation analysis (which loads a checkpoint into it) build it alike."""
+    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings, and the SE
+    excitation form of ``execution.se_form``): fit, the speed re-measurement and the excitation analysis
+    (which loads a checkpoint into it) build it alike."""
     model = build_model(cfg.model.name, cfg.model.num_classes or num_classes, se=cfg.model.se,
                         se_stages=cfg.model.se_stages, **cfg.model.kwargs)
     if cfg.model.surgery is not None:  # source 000: SE after every large enough Conv2d
