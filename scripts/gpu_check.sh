@@ -91,10 +91,11 @@ if [ $DRY = 0 ] && [ -n "${SEBENCH_CIFAR10_JPEG:-}" ] && { has bench || has runs
 fi
 
 BENCH_AMPS=(off bf16)
+# stage bench (issue 19) times the default form, eager only, inside its 75 s timeouts; stage forms all of it
 FORMS_ARGS=(--models "sebench se_resnet50 (3x3)" "timm seresnet50" --layouts channels_last --forms all
             --impls fused reference --exec eager graphs)
 if [ $DRY = 1 ]; then
-  SE_ARGS=(--quick --layouts channels_last --threads 1)
+  SE_ARGS=(--quick --layouts channels_last --threads 1 --exec eager)
   FORMS_ARGS+=(--quick --threads 1)
   LOOP_R20=(--train 200 --test 100 --epochs 1 --threads 1 --workers 0)
   LOOP_R110=(--train 100 --test 100 --epochs 1 --threads 1 --workers 0 --no-ceiling)
@@ -103,7 +104,7 @@ if [ $DRY = 1 ]; then
   $PY -c "from sebench.engine.env import cpu_bf16_flag as f; raise SystemExit(f() is None)" 2>/dev/null \
     || BENCH_AMPS=(off)
 else
-  SE_ARGS=(--layouts channels_last --batch-size 64 --repeats 7 --iters 3 --warmup 3)
+  SE_ARGS=(--layouts channels_last --exec eager --batch-size 64 --repeats 7 --iters 3 --warmup 3)
   FORMS_ARGS+=(--batch-size 64 --repeats 7 --iters 3 --warmup 3)
   LOOP_R20=(--train 0 --test 0 --epochs 2 --workers 6)
   LOOP_R110=(--train 20000 --test 0 --epochs 1 --workers 6 --no-ceiling)
