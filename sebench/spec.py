@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, JsonValue, ValidationError, 
 from pydantic_core import PydanticSerializationError
 
 from sebench.errors import UserError, choice_error
-from sebench.layers.se import GateName, SEConfig, Squeeze, Variant
+from sebench.layers.se import Form, GateName, SEConfig, Squeeze, Variant
 
 
 class _Strict(BaseModel):
@@ -113,6 +113,9 @@ class ExecutionCfg(_Strict):
     # Data-parallel runs (torchrun, SLURM with several GPUs): BatchNorm statistics over the global batch
     # (SyncBatchNorm, CUDA only) instead of each process's share of it.
     sync_bn: bool = False
+    # The SE excitation's form (sebench.layers.fused: linear, conv1x1, functional, mm); auto: the
+    # device's default. Same parameters and numbers within float tolerance, so not in the run id.
+    se_form: Form = "auto"
 
 
 class BenchmarkCfg(_Strict):

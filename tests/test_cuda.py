@@ -1,5 +1,6 @@
-"""The CUDA path: AMP, channels_last, torch.compile, the on-device loader, the SE tail's CUDA fallbacks and
-NCCL. Skipped (with the reason) on a machine without CUDA; scripts/gpu_check.sh runs them on a lent GPU.
+"""The CUDA path: AMP, channels_last, torch.compile, the on-device loader, the SE tail's CUDA fallbacks, the
+SE excitation forms (also inside CUDA graphs) and NCCL. Skipped (with the reason) on a machine without CUDA;
+scripts/gpu_check.sh runs them on a lent GPU.
 
 Each test compares the GPU against something that cannot be wrong in the same way: the CPU, the SE
 reference implementation, or a second identical run.
@@ -16,7 +17,8 @@ from torch import nn
 from sebench.data import ArrayLoader, load_arrays
 from sebench.engine import fit, train_epoch
 from sebench.layers.blocks import Bottleneck
-from sebench.layers.se import SEConfig, set_se_impl
+from sebench.layers import fused
+from sebench.layers.se import SEConfig, set_se_form, set_se_impl
 from sebench.models import build_model
 from sebench.spec import DataCfg, ExecutionCfg, ModelCfg, OptimCfg, RunConfig
 from sebench.store import read_jsonl
@@ -86,6 +88,100 @@ def test_se_tail_under_autocast_on_cuda_is_finite_and_close_to_fp32(dtype):
         out, grads = forward_backward(block, x)
     assert all(torch.isfinite(g).all() for g in grads)
     torch.testing.assert_close(out.float(), ref_out, atol=0.1, rtol=0.05)
+
+
+def close_to(a, b, tol):
+    """Elementwise to `tol`, absolute part relative to the reference's largest entry."""
+    torch.testing.assert_close(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
+
+
+@pytest.mark.parametrize("form", fused.FORMS)
+@pytest.mark.parametrize("impl", fused.IMPLS)
+@pytest.mark.parametrize("gate, squeeze, variant", [("sigmoid", "avg", "se"), ("tanh", "max", "bump"),
+                                                    ("relu", "none", "slow_squeeze_slow_excite")])
+def test_every_se_form_on_cuda_equals_the_reference(form, impl, gate, squeeze, variant, full_fp32):
+    """Each excitation form (cuBLAS, cuBLASLt and cuDNN kernels on CUDA) against the reference SE
+    (nn.Linear modules, textbook tail): training forward and backward, then inference, where the
+    bottleneck takes the squeeze through its last 1x1 conv."""
+    base = se_block(gate, squeeze, variant).to(CUDA, memory_format=torch.channels_last).train()
+    ref, m = copy.deepcopy(base), copy.deepcopy(base)
+    set_se_impl(ref, "reference")
+    set_se_form(ref, "linear")
+    set_se_impl(m, impl)
+    set_se_form(m, form)
+    x = torch.randn(4, 64, 8, 8, device=CUDA).contiguous(memory_format=torch.channels_last)
+    (mo, mg), (ro, rg) = forward_backward(m, x), forward_backward(ref, x)
+    close_to(mo, ro, 1e-5)
+    for a, b in zip(mg, rg):
+        close_to(a, b, 1e-4)
+    m.eval(), ref.eval()
+    with torch.inference_mode():
+        close_to(m(x), ref(x), 1e-5)
+
+
+@pytest.mark.parametrize("form", fused.FORMS)
+def test_every_se_form_under_bf16_autocast_on_cuda_is_finite_and_close_to_fp32(form):
+    block = se_block().to(CUDA).train()
+    set_se_form(block, form)
+    x = torch.randn(8, 64, 16, 16, device=CUDA)
+    ref_out, _ = forward_backward(block, x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, grads = forward_backward(block, x)
+    assert all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(out.float(), ref_out, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("form", fused.FORMS)
+def test_cuda_graphs_of_an_se_block_train_and_infer_as_eager(form, full_fp32):
+    """What benchmarks/se_overhead.py --exec graphs times: a whole training step (forward, loss, backward,
+    SGD step) and an inference forward, each captured once and replayed, give eager's losses, weights and
+    outputs, also after the replays changed the weights (the inference graph must not keep a stale fold
+    of the bottleneck's weights: fused.excite_through_1x1)."""
+    torch.manual_seed(0)
+    base = se_block().to(CUDA, memory_format=torch.channels_last)
+    graphed, eager = copy.deepcopy(base), copy.deepcopy(base)
+    set_se_form(graphed, form)
+    set_se_form(eager, form)
+    x = torch.randn(8, 64, 8, 8, device=CUDA).contiguous(memory_format=torch.channels_last)
+    target = torch.randn_like(x)
+    opt_g, opt_e = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (graphed, eager))
+
+    def train(m, opt):
+        m.train()
+        loss = (m(x) - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up as torch's whole-network capture example does
+        for _ in range(3):
+            train(graphed, opt_g)
+    torch.cuda.current_stream().wait_stream(side)
+    for _ in range(3):
+        train(eager, opt_e)
+    g_train, g_infer = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    graphed.train()
+    opt_g.zero_grad(set_to_none=True)
+    with torch.cuda.graph(g_train):  # capturing runs nothing: both models have had 3 steps
+        static_loss = (graphed(x) - target).square().mean()
+        static_loss.backward()
+        opt_g.step()
+    graphed.eval()
+    with torch.cuda.graph(g_infer), torch.no_grad():
+        static_out = graphed(x)
+    for _ in range(3):
+        g_train.replay()
+        loss = train(eager, opt_e)
+        close_to(static_loss, loss, 1e-5)
+        g_infer.replay()
+        eager.eval()
+        with torch.no_grad():
+            close_to(static_out, eager(x), 1e-4)
+    for a, b in zip(graphed.parameters(), eager.parameters()):
+        close_to(a, b, 1e-4)
 
 
 def test_array_loader_on_cuda_gives_the_cpu_batches():

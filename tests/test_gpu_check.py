@@ -3,6 +3,7 @@ the GPU run brings back (so a lent GPU's minutes are not spent finding a typo)."
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sebench.engine.env import cpu_bf16_flag
+from sebench.layers import fused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +31,33 @@ def dry_run(tmp_path, **env_extra):
 
 
 @pytest.mark.integration
+def test_gpu_check_forms_stage_dry_run(tmp_path):
+    """The default stage (issue 38): the CUDA tests, then the SE forms benchmark (every form x impl, eager;
+    CUDA graphs skipped with a line on a CPU), fp32 and, where the CPU has native bf16, bf16."""
+    out, took = dry_run(tmp_path)
+    assert {p.name for p in out.iterdir()} == {"env.txt", "pytest_cuda.log", "se_forms.log", "summary.txt"}
+    cuda_log = (out / "pytest_cuda.log").read_text()
+    assert "skipped" in cuda_log and "1 deselected" in cuda_log  # all skip here; torch.compile's test is left out
+    log = (out / "se_forms.log").read_text()
+    amps = 2 if cpu_bf16_flag() is not None else 1
+    assert log.count("sebench SE overhead (amp ") == amps, log
+    assert log.count("CUDA graphs: skipped on cpu") == amps, log
+    for form in fused.FORMS:
+        for impl in fused.IMPLS:
+            row = rf"^sebench se_resnet50 \(3x3\) +{form} +{impl} +eager +channels_last +(train|infer) "
+            assert sorted(re.findall(row, log, flags=re.M)) == sorted(["train", "infer"] * amps), (form, impl)
+    summary = (out / "summary.txt").read_text()
+    assert "F1. CUDA tests: rc 0" in summary, summary
+    assert summary.count("F2. amp off: fastest form of sebench se_resnet50 (3x3) (fused, eager, channels_last) on "
+                         "cpu: ") == 1, summary
+    assert "F2. amp off: sebench SE overhead (amp off): train " in summary
+    assert re.search(r"they belong in results/gpu/\d{4}-\d\d-\d\d-cpu-dry-run/", summary), summary
+    assert took < 330, took  # the stage's default budget
+
+
+@pytest.mark.integration
 def test_gpu_check_dry_run_writes_every_output(tmp_path):
-    out, _ = dry_run(tmp_path, GPU_CHECK_BUDGET_S="900")
+    out, _ = dry_run(tmp_path, GPU_CHECK_BUDGET_S="900", GPU_CHECK_STAGES="bench cuda runs")
     assert {p.name for p in out.iterdir()} == {"env.txt", "pytest_cuda.log", "bench.log", "runs.log",
                                                "runs.tar.gz", "summary.txt"}
     assert "torch" in (out / "env.txt").read_text()

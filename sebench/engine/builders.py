@@ -21,6 +21,7 @@ from sebench.engine.distributed import World
 from sebench.engine.env import cpu_bf16_flag
 from sebench.engine.optim import build_optimizer, build_scheduler
 from sebench.errors import UserError
+from sebench.layers.se import set_se_form
 from sebench.models import build_model
 from sebench.spec import RunConfig
 from sebench.surgery import apply_surgery
@@ -94,8 +95,9 @@ def amp_refusal(cfg: RunConfig, device: str = "auto") -> Optional[UserError]:
 
 
 def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings): fit, the
-    speed re-measurement and the excitation analysis (which loads a checkpoint into it) build it alike."""
+    """The model `cfg` trains, freshly initialised on the CPU (model, SE and surgery settings, and the SE
+    excitation form of ``execution.se_form``): fit, the speed re-measurement and the excitation analysis
+    (which loads a checkpoint into it) build it alike."""
     model = build_model(cfg.model.name, cfg.model.num_classes or num_classes, se=cfg.model.se,
                         se_stages=cfg.model.se_stages, **cfg.model.kwargs)
     if cfg.model.surgery is not None:  # source 000: SE after every large enough Conv2d
@@ -103,6 +105,7 @@ def build_run_model(cfg: RunConfig, num_classes: int) -> nn.Module:
         apply_surgery(model, {"min_channels": sg.min_channels, "latent_channels": sg.latent_channels,
                               "se": {"variant": sg.variant, "squeeze": sg.squeeze, "gate": sg.gate,
                                      "bias": sg.bias}})
+    set_se_form(model, cfg.execution.se_form)  # an execution detail: the state_dict is the same
     return model
 
 

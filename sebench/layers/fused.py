@@ -40,16 +40,37 @@ torch 2.14.1 inductor's kernels for the channels_last tail were 2-4x slower than
 Numerically equal to the reference ops (tests: forward and backward to 1e-6 in float32 for every gate,
 squeeze, variant and both layouts; gradcheck in float64). Choosing between them is an execution detail,
 like channels_last, not part of the model: see ``SqueezeExcite.impl`` and ``set_se_impl``.
+
+Excitation forms (``SqueezeExcite.form``, :data:`FORMS`): how the excitation MLP's layers are executed,
+on the same ``nn.Linear`` parameters (so state_dicts, checkpoints and run ids do not depend on it), for
+either impl:
+
+``linear``      the modules: ``se.mlp`` (``nn.Linear``, ``nn.ReLU``) and ``se.gate``, as always.
+``conv1x1``     ``F.conv2d`` on the pooled ``[N, C, 1, 1]`` with each Linear weight viewed as
+                ``[out, in, 1, 1]``, as timm's SE does with its 1x1 convolutions (cuDNN, not cuBLAS).
+``functional``  ``F.linear`` on the weights, without module dispatch (fewer Python layers per call).
+``mm``          ``torch.mm`` then an in-place bias add. On CUDA ``F.linear`` with a bias (``addmm``) takes
+                cuBLASLt's bias-epilogue path, whose per-call host cost is the suspect in the H200 profile
+                (results/gpu/2026-11-30-h200: 145-250 us of CPU per ``addmm``, about 35 us per 1x1 conv).
+
+``form='auto'`` (the default) runs :data:`DEFAULT_FORM` of the input's device type. Every form but
+``linear`` calls the gate's function directly unless a hook watches ``se.gate`` (the excitation analysis
+hooks it: it then sees the same ``[N, C]`` values on every form), and falls back to ``linear`` while a
+hook watches ``se.mlp`` or one of its layers. NoSqueeze's layers are 1x1 convs already: its forms other
+than ``linear`` call ``F.conv2d`` on them without module dispatch.
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
+from itertools import islice
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as _module
 
 # channel_dot's working set on CPU: one chunk of the product g * x, sized to stay in a core's L2 cache.
 _CHUNK_BYTES = 1 << 20
@@ -88,16 +109,17 @@ def _traced() -> bool:
         return True
 
 
-def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """``x.mean((2, 3))`` as [N, C]. On CPU in channels_last it is a batched GEMV with a ``1/HW`` row
-    (``[1, HW] @ [N, HW, C]``, the layout's own contiguous view), which streams the map at memory speed;
-    ATen's strided reduction over H, W is ~1.4x slower there. Elsewhere: ``x.mean``."""
+def spatial_mean(x: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """``x.mean((2, 3), keepdim)``: [N, C] (or [N, C, 1, 1]). On CPU in channels_last it is a batched GEMV
+    with a ``1/HW`` row (``[1, HW] @ [N, HW, C]``, the layout's own contiguous view), which streams the
+    map at memory speed; ATen's strided reduction over H, W is ~1.4x slower there. Elsewhere: ``x.mean``."""
     n, c, h, w = x.shape
     if (x.device.type == "cpu" and h * w > 1 and x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous() and not _traced()):
         row = torch.full((1, h * w), 1.0 / (h * w), dtype=x.dtype)
-        return torch.matmul(row, x.permute(0, 2, 3, 1).reshape(n, h * w, c)).view(n, c)
-    return x.mean((2, 3))
+        out = torch.matmul(row, x.permute(0, 2, 3, 1).reshape(n, h * w, c))
+        return out.view(n, c, 1, 1) if keepdim else out.view(n, c)
+    return x.mean((2, 3), keepdim=keepdim)
 
 
 class _Link:
@@ -205,12 +227,13 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 
 class _AvgSqueeze(torch.autograd.Function):
-    """``z = x.mean((2, 3))``; its backward also adds the tail's ``g * s`` (see the module docstring)."""
+    """``z = x.mean((2, 3), keepdim)``; its backward also adds the tail's ``g * s`` (see the module
+    docstring)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, link: _Link) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, link: _Link, keepdim: bool = False) -> torch.Tensor:
         ctx.link, ctx.shape = link, x.shape
-        return spatial_mean(x)
+        return spatial_mean(x, keepdim)
 
     @staticmethod
     @once_differentiable
@@ -219,13 +242,13 @@ class _AvgSqueeze(torch.autograd.Function):
         g, s = link.g, link.s
         link.g = link.s = None
         x, link.x = link.x, None
-        gz = (grad_z / (ctx.shape[2] * ctx.shape[3]))[:, :, None, None]
+        gz = (grad_z / (ctx.shape[2] * ctx.shape[3])).reshape(ctx.shape[0], ctx.shape[1], 1, 1)
         if g is None:  # the tail took no part in the loss (only z did): the squeeze's own gradient
-            return gz.expand(ctx.shape), None
+            return gz.expand(ctx.shape), None, None
         gz, s4 = gz.to(g.dtype), s[:, :, None, None]
         if x is not None and x.dtype == g.dtype and x.shape == g.shape and _may_overwrite(x, g):
-            return torch.addcmul(gz, g, s4, out=x), None
-        return torch.addcmul(gz, g, s4), None
+            return torch.addcmul(gz, g, s4, out=x), None, None
+        return torch.addcmul(gz, g, s4), None, None
 
 
 # SE module -> an alias of its tail's last training output (CPU only): see _output_buffer.
@@ -344,6 +367,13 @@ def scale_add_relu(x: torch.Tensor, s: torch.Tensor, shortcut: Optional[torch.Te
 IMPLS = ("fused", "reference")
 DEFAULT_IMPL = "fused"
 
+FORMS = ("linear", "conv1x1", "functional", "mm")  # see the module docstring
+AUTO_FORM = "auto"
+# The form a module with form 'auto' (the default) runs, per device type (others: 'linear'). Kept at
+# today's nn.Linear path on both until a device measures a faster one with
+# `benchmarks/se_overhead.py --forms all` (CPU: no form measured faster; CUDA: not measured yet).
+DEFAULT_FORM = {"cpu": "linear", "cuda": "linear"}
+
 
 def se_forward(se, x: torch.Tensor) -> torch.Tensor:
     """``SqueezeExcite.forward``: ``x * excite(x)`` on the path its `impl` and the context allow."""
@@ -379,19 +409,99 @@ def _fused_ok(se, x: torch.Tensor) -> bool:
 
 def _hooked(se) -> bool:
     """Forward (pre-)hooks on the module, or global ones (hooks on ``.gate`` fire on either path)."""
-    from torch.nn.modules import module as _m
     return bool(se._forward_hooks or se._forward_pre_hooks
-                or getattr(_m, "_global_forward_hooks", None)
-                or getattr(_m, "_global_forward_pre_hooks", None))
+                or getattr(_module, "_global_forward_hooks", None)
+                or getattr(_module, "_global_forward_pre_hooks", None))
 
 
-def _narrow_first(se, narrow: Optional[tuple]) -> Optional[torch.Tensor]:
-    """``se.mlp[0]`` on the squeeze, from a bottleneck's narrow input when the identity holds (None when
-    there is no `narrow`, or a hook watches that layer: it must see its input)."""
-    if narrow is None or se.mlp[0]._forward_hooks or se.mlp[0]._forward_pre_hooks:
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+def _watched(m: torch.nn.Module) -> bool:
+    """Any hook that calling `m` as a module would run: then a form must call it, not its function."""
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                or any(getattr(_module, name, None) for name in _GLOBAL_HOOKS))
+
+
+def excitation_form(se, x: torch.Tensor) -> str:
+    """The form `se` runs on `x` (see the module docstring): its own, for 'auto' the default of `x`'s
+    device type, and 'linear' while a hook watches the MLP or one of its layers."""
+    form = getattr(se, "form", AUTO_FORM)  # modules pickled before forms existed have none
+    if form == AUTO_FORM:
+        form = DEFAULT_FORM.get(x.device.type, "linear")
+    if form != "linear" and (_watched(se.mlp) or any(_watched(m) for m in se.mlp._modules.values())):
+        return "linear"
+    return form
+
+
+def _squeezed(se, x: torch.Tensor, form: str, fast: bool) -> torch.Tensor:
+    """The squeeze for `form`: [N, C], [N, C, 1, 1] for conv1x1, the map itself for NoSqueeze. `fast`:
+    :func:`spatial_mean` (the fused paths) rather than the textbook ``x.mean``."""
+    keep = form == "conv1x1"
+    if se.squeeze == "avg":
+        return spatial_mean(x, keep) if fast else x.mean((2, 3), keepdim=keep)
+    if se.squeeze == "max":
+        return x.amax((2, 3), keepdim=keep)
+    return x
+
+
+def _affine(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], form: str) -> torch.Tensor:
+    """One excitation layer ``h @ weight.T + bias`` in `form`; a 4-d `h` (conv1x1's [N, C, 1, 1],
+    NoSqueeze's map) goes through ``F.conv2d`` with a 2-d weight viewed as 1x1."""
+    if h.dim() == 4:
+        if weight.dim() == 2:
+            weight = weight.view(weight.shape[0], weight.shape[1], 1, 1)
+        return F.conv2d(h, weight, bias)
+    if form == "mm":  # no addmm: on CUDA that is cuBLASLt's bias epilogue (see the module docstring)
+        out = torch.mm(h, weight.t())
+        return out if bias is None else out.add_(bias)
+    return F.linear(h, weight, bias)
+
+
+def run_excitation(se, h: torch.Tensor, form: str, start: int = 0) -> torch.Tensor:
+    """The gate values from the squeezed `h`: the MLP's layers from `start` on, then the gate, in `form`
+    (from :func:`excitation_form`). [N, C] ([N, C, H, W] for NoSqueeze)."""
+    if form == "linear":
+        if start == 0:
+            h = se.mlp(h)
+        else:
+            for layer in list(se.mlp)[start:]:
+                h = layer(h)
+        return se.gate(h)
+    for layer in islice(se.mlp._modules.values(), start, None):
+        if isinstance(layer, torch.nn.ReLU):
+            h = torch.relu_(h)  # as the module's nn.ReLU(inplace=True)
+        else:
+            h = _affine(h, layer.weight, layer.bias, form)
+    if h.dim() == 4 and se.squeeze != "none":
+        h = h.flatten(1)  # the gate is [N, C] on every form: what the excitation analysis reads
+    gate = se.gate
+    return gate(h) if _watched(gate) else gate.fn(h)
+
+
+def excite(se, x: torch.Tensor, form: Optional[str] = None) -> torch.Tensor:
+    """``SqueezeExcite.excite``: the gate values by the textbook squeeze, in the module's form."""
+    form = form or excitation_form(se, x)
+    if form == "linear":
+        return se.gate(se.mlp(se.squeeze_input(x)))
+    return run_excitation(se, _squeezed(se, x, form, fast=False), form)
+
+
+def _first_layer(se) -> torch.nn.Module:
+    return next(iter(se.mlp._modules.values()))
+
+
+def _narrow_first(se, narrow: Optional[tuple], form: str) -> Optional[torch.Tensor]:
+    """``se.mlp[0]`` on the squeeze, in `form`, from a bottleneck's narrow input when the identity holds
+    (None when there is no `narrow`, or a hook watches that layer: it must see its input)."""
+    if narrow is None:
+        return None
+    fc = _first_layer(se)
+    if fc._forward_hooks or fc._forward_pre_hooks:
         return None
     z, conv, bn = narrow
-    return excite_through_1x1(z, conv, bn, se.mlp[0])
+    return excite_through_1x1(z, conv, bn, fc, form)
 
 
 def _fused_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, relu: bool = False,
@@ -399,27 +509,26 @@ def _fused_tail(se, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None, re
     """The fused ``[relu](se(x) [+ shortcut])`` (see the module docstring). The rest of the excitation
     runs through ``se.mlp`` and the ``se.gate`` module, so hooks on the gate see the same values as in the
     reference path. NoSqueeze (a per-position gate) keeps the plain ops."""
+    form = excitation_form(se, x)
     if se.squeeze == "none":
-        out = x * se.excite(x).to(x.dtype)
+        out = x * excite(se, x, form).to(x.dtype)
         out = out if shortcut is None else out + shortcut
         return torch.relu(out) if relu else out
     if not _needs_grad(x, shortcut, module=se):
         _drop_spare(se)  # evaluation: do not hold a training buffer meanwhile
-        first = _narrow_first(se, narrow) if se.squeeze == "avg" else None
+        first = _narrow_first(se, narrow, form) if se.squeeze == "avg" else None
         if first is not None:
-            h = first.to(x.dtype)
-            for layer in list(se.mlp)[1:]:
-                h = layer(h)
+            s = run_excitation(se, first.to(x.dtype), form, start=1)
         else:
-            h = se.mlp(spatial_mean(x) if se.squeeze == "avg" else se.squeeze_input(x))
-        return _tail_no_grad(x, se.gate(h).to(x.dtype), shortcut, relu, inplace)
+            s = run_excitation(se, _squeezed(se, x, form, fast=True), form)
+        return _tail_no_grad(x, s.to(x.dtype), shortcut, relu, inplace)
     if se.squeeze == "avg" and x.requires_grad:
         link = _Link()
-        s = se.gate(se.mlp(_AvgSqueeze.apply(x, link))).to(x.dtype)
+        s = run_excitation(se, _AvgSqueeze.apply(x, link, form == "conv1x1"), form).to(x.dtype)
         if s.requires_grad:  # always, unless the gate cut the graph: then x's gradient goes below
             return _SETail.apply(x.detach(), s, shortcut, relu, link, se)
         return _SETail.apply(x, s, shortcut, relu, None, se)
-    return _SETail.apply(x, se.excite(x).to(x.dtype), shortcut, relu, None, se)
+    return _SETail.apply(x, excite(se, x, form).to(x.dtype), shortcut, relu, None, se)
 
 
 # fc -> (key, folded weight, folded bias): see excite_through_1x1. Weak keys: the cache dies with the module.
@@ -443,7 +552,7 @@ def _same_key(a: Optional[tuple], b: Optional[tuple]) -> bool:
 
 
 def excite_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d,
-                       fc: torch.nn.Linear) -> Optional[torch.Tensor]:
+                       fc: torch.nn.Linear, form: str = "linear") -> Optional[torch.Tensor]:
     """``fc(bn(conv(z)).mean((2, 3)))`` without reading ``bn(conv(z))``: for a 1x1, stride-1, ungrouped
     conv and an eval-mode BN (a per-channel affine map ``a * y + b``) the spatial mean commutes with
     both, so the SE's first layer is one small matmul on the narrow input's mean,
@@ -451,12 +560,15 @@ def excite_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.Batc
     a pass over the bottleneck's narrow input (a quarter of the channels) instead of its wide output,
     and an [N, C/4] x [C/4, h] product instead of [N, C/4] x [C/4, C] then [N, C] x [C, h].
     The folded weight is cached per `fc` until any of the weights or BN statistics it came from changes.
-    None where the identity does not hold (training-mode BN, other convs) and under a dispatch mode
-    (FLOP counting: the counted cost stays the model's).
+    `form`: the layer is applied as that excitation form applies ``fc`` ([N, h, 1, 1] for conv1x1, else
+    [N, h]). None where the identity does not hold (training-mode BN, other convs), under a dispatch mode
+    (FLOP counting: the counted cost stays the model's) and while a CUDA graph is being captured: a
+    cached fold would be a constant in the graph, stale once training changes the weights, and folding
+    inside the graph adds about ten small kernels per block, about what the narrow read saves there.
 
     This is what makes SE inference nearly free in a bottleneck: the squeeze is otherwise a full read
     of the block's widest tensor, which on CPU costs about as much as the rest of the SE together."""
-    if (_traced() or bn.training or bn.running_mean is None or bn.running_var is None
+    if (_traced() or _capturing(z) or bn.training or bn.running_mean is None or bn.running_var is None
             or conv.kernel_size != (1, 1)
             or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
             or z.dim() != 4 or type(conv) is not torch.nn.Conv2d
@@ -469,7 +581,12 @@ def excite_through_1x1(z: torch.Tensor, conv: torch.nn.Conv2d, bn: torch.nn.Batc
         hit = (key, *_fold(conv, bn, fc))
         if key is not None:
             _FOLDED[fc] = hit
-    return torch.nn.functional.linear(spatial_mean(z), hit[1], hit[2])
+    return _affine(spatial_mean(z, form == "conv1x1"), hit[1], hit[2], form)
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    """True while `t`'s CUDA stream is being captured into a CUDA graph."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _fold(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d, fc: torch.nn.Linear):

@@ -32,6 +32,13 @@ the same function (tested to 1e-6 forward and backward), so the choice is an exe
 channels_last: it is not part of SEConfig (run ids and checkpoints do not depend on it). Switch a built
 model with :func:`set_se_impl`. ``sebench.layers.fused`` owns the protocol: residual blocks and every
 other placement call its ``se_tail``.
+
+Excitation form (``SqueezeExcite.form``): how the MLP's layers run on the same ``nn.Linear`` parameters:
+``'linear'`` (the modules), ``'conv1x1'`` (``F.conv2d`` on the pooled [N, C, 1, 1], as timm),
+``'functional'`` (``F.linear`` without module dispatch) or ``'mm'`` (``torch.mm`` + bias add); ``'auto'``
+(default) takes ``fused.DEFAULT_FORM`` of the input's device type. Another execution detail: same
+function (tested), same state_dict, not part of SEConfig or the run id. Switch a built model with
+:func:`set_se_form` (a run: ``execution.se_form``); ``sebench.layers.fused`` says what each form does.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ Variant = Literal["se", "slow_squeeze", "slow_excite", "slow_squeeze_slow_excite
 Squeeze = Literal["avg", "max", "none"]
 GateName = Literal["sigmoid", "tanh", "relu"]
 Position = Literal["standard", "pre", "post", "identity", "after_3x3"]
+Form = Literal["auto", "linear", "conv1x1", "functional", "mm"]  # "auto" and fused.FORMS (tested)
 
 
 # Hidden widths of each variant as multiples of h (see the module docstring).
@@ -179,6 +187,7 @@ class Gate(nn.Module):
 
 
 IMPLS, DEFAULT_IMPL = fused.IMPLS, fused.DEFAULT_IMPL
+FORMS, DEFAULT_FORM, AUTO_FORM = fused.FORMS, fused.DEFAULT_FORM, fused.AUTO_FORM
 
 
 def _check_impl(impl: str) -> str:
@@ -187,20 +196,28 @@ def _check_impl(impl: str) -> str:
     return impl
 
 
+def _check_form(form: str) -> str:
+    if form != AUTO_FORM and form not in FORMS:
+        raise choice_error("SE excitation form", form, (AUTO_FORM, *FORMS), field="form")
+    return form
+
+
 class SqueezeExcite(nn.Module):
     """One SE module: ``forward(x) = x * excite(x)``.
 
     With squeeze avg/max the MLP runs as matmuls on [N, C] (nn.Linear) and the gate is [N, C]; with
     squeeze ``none`` it runs as 1x1 convs on [N, C, H, W] and the gate has the map's shape.
     `tag` names the module as the paper does (``SE_<stage>_<block>``) once a model places it.
-    `impl`: ``'fused'`` or ``'reference'`` (see the module docstring). Code that places the module calls
+    `impl`: ``'fused'`` or ``'reference'``; `form`: the excitation form, ``'auto'`` by default (see the
+    module docstring). Code that places the module calls
     ``sebench.layers.fused.se_tail(se, x, shortcut, relu=...)`` for ``[relu](se(x) [+ shortcut])``.
     """
 
     def __init__(self, channels: int, cfg: Optional[SEConfig] = None, *, impl: Optional[str] = None,
-                 **overrides):
+                 form: Optional[str] = None, **overrides):
         super().__init__()
         self.impl = _check_impl(impl or DEFAULT_IMPL)
+        self.form = _check_form(form or AUTO_FORM)
         cfg = make_se_config(cfg if cfg is not None else {}, **overrides)
         self.cfg = cfg
         self.channels = channels
@@ -225,8 +242,8 @@ class SqueezeExcite(nn.Module):
         return x
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate values: [N, C] (or [N, C, H, W] for NoSqueeze)."""
-        return self.gate(self.mlp(self.squeeze_input(x)))
+        """The gate values: [N, C] (or [N, C, H, W] for NoSqueeze), in the module's excitation form."""
+        return fused.excite(self, x)
 
     def scale_shape(self, s: torch.Tensor) -> torch.Tensor:
         return s if s.dim() == 4 else s[:, :, None, None]
@@ -265,6 +282,16 @@ def set_se_impl(model: nn.Module, impl: str) -> int:
     mods = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
     for m in mods:
         m.impl = impl
+    return len(mods)
+
+
+def set_se_form(model: nn.Module, form: str) -> int:
+    """Switch every SE module of `model` to an excitation form (one of ``FORMS``, or ``'auto'``: the
+    input's device type's default, ``DEFAULT_FORM``); returns how many. Parameters are untouched."""
+    _check_form(form)
+    mods = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    for m in mods:
+        m.form = form
     return len(mods)
 
 
