@@ -219,6 +219,10 @@ def cmd_plan(args) -> int:
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "
                  f"`sebench run` stops before training any")
     print(line)
+    if "damaged" in counts:  # quarantined: `run` leaves them alone until the user deletes them
+        from sebench.store import damaged_runs
+        ids = {row.run.run_id for row in rows if row.status == "damaged"}
+        _print_damaged([d for d in damaged_runs(results, spec.name) if d.run_id in ids])
     print(f"store: {results / 'runs' / spec.name}")
     return 0
 
@@ -259,15 +263,16 @@ def cmd_run(args) -> int:
                            reuse=not args.no_reuse)
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
-    return 1 if result.failed else 0
+    return 1 if result.incomplete else 0
 
 
 def _print_sweep(name: str, profile: str, result, results: str) -> None:
     from sebench.runner import print_failures
 
     reused = f"{len(result.reused)} reused from identical runs, " if result.reused else ""
+    damaged = f", {len(result.damaged)} damaged (quarantined)" if result.damaged else ""
     print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {reused}{len(result.skipped)} already "
-          f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
+          f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed{damaged}")
     print_failures(result)
     print(f"runs: {Path(results) / 'runs' / name}")
 
@@ -298,7 +303,7 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
         for run_id, outcome in result.outcomes():
             mirror_ended(RunDir.of(Path(args.results), spec.name, run_id).path, outcome)
     _print_sweep(spec.name, profile, result, args.results)
-    return 1 if result.failed else 0
+    return 1 if result.incomplete else 0
 
 
 def cmd_specs(args) -> int:
@@ -319,14 +324,33 @@ def cmd_specs(args) -> int:
 def cmd_collect(args) -> int:
     from sebench.store import collect
 
-    written = collect(args.results, args.profile)
+    damaged: list = []
+    written = collect(args.results, args.profile, damaged)
     if not written:
         print(f"no runs found under {Path(args.results) / 'runs'}")
-        return 0
     for profile, path in written.items():
         n = sum(1 for _ in open(path)) - 1
         print(f"{profile}: {n} runs -> {path}")
+    _print_damaged(damaged)
     return 0
+
+
+def _print_damaged(damaged: list) -> None:
+    """Quarantined run records (store.DamagedRun): named, with the fix, never silently left out."""
+    if damaged:
+        print(f"{len(damaged)} damaged run record(s) quarantined (not in runs.csv, not in tables):", file=sys.stderr)
+        for d in damaged:
+            print(f"  {d.line()}", file=sys.stderr)
+
+
+def cmd_doctor(args) -> int:
+    from sebench.store import damaged_runs
+
+    damaged = damaged_runs(args.results)
+    _print_damaged(damaged)
+    if not damaged:
+        print(f"{Path(args.results) / 'runs'}: no damaged run records")
+    return 1 if damaged else 0
 
 
 def cmd_report(args) -> int:
@@ -554,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--profile", help="only this profile (default: every profile found)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("doctor", help="check the results store: damaged run records (quarantined), with the fix; "
+                                      "exit 1 when it finds any")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("report", help="tables beside the source's numbers, and plots, from "
                                       "results/<profile>/runs.csv")

@@ -32,6 +32,12 @@ class SweepResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, reason)
     locked: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # adopted from an identical finished run (reuse_identical)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (run_id, what and the fix): quarantined
+
+    @property
+    def incomplete(self) -> bool:
+        """The spec's table still lacks runs that no runner is doing: failed or damaged ones."""
+        return bool(self.failed or self.damaged)
 
     def outcomes(self):
         """(run_id, outcome) of every run of the sweep."""
@@ -155,6 +161,12 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                 mirror_ended(row.directory, "reused")
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
+        elif row.status == "damaged":  # quarantined: never overwritten behind the user's back
+            from sebench.store import DamagedRun, read_checked_summary
+            try:
+                read_checked_summary(row.directory)
+            except UserError as err:
+                result.damaged.append((row.run.run_id, DamagedRun(row.directory, err).line()))
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
             todo.append(row)
     log_plan(spec.name, profile, rows, pending, f"{len(todo)} to run", log)
@@ -213,6 +225,9 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def print_failures(result: SweepResult, out=sys.stderr) -> None:
+def print_failures(result: SweepResult, out=None) -> None:
+    out = out or sys.stderr  # looked up per call (a default bound at import outlives a redirected stderr)
     for run_id, reason in result.failed:
         print(f"FAILED {run_id}: {reason}", file=out)
+    for _, line in result.damaged:
+        print(f"DAMAGED {line}", file=out)

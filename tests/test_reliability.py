@@ -1,0 +1,130 @@
+"""Issue 40 (Reliability): broken inputs and a damaged results folder, each ending in one clear line (exit
+2 for a user's mistake), nothing written half-way and no other experiment affected.
+
+In the style of tests/test_faults.py, but mostly in-process (`sebench.cli.main`) and without training:
+a store of finished runs is written directly (config.yaml + summary.json, as fit leaves them), so each
+check takes well under a second. Sessions run as root, so EACCES and ENOSPC are injected with monkeypatch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sebench.cli import main
+from sebench.records import RunSummary
+from sebench.spec import expand, load_spec
+from sebench.store import RunDir, write_run_config
+
+SPEC = """
+title: reliability tests
+source: {file: 003_a73290d79b60d9ae.txt, table: T}
+base:
+  model: {name: cnn3}
+  data: {name: synthetic, train_subset: 64, test_subset: 20}
+  epochs: 1
+  batch_size: 32
+  eval_batch_size: 20
+  benchmark: {batch_size: 4, iters: 1, warmup: 0}
+  execution: {device: cpu, threads: 1, progress: false}
+seeds: [0, 1]
+sweep:
+  - axis: se
+    ref: column
+    values:
+      - {label: plain, baseline: true, set: {model.se: null}}
+      - {label: SE, set: {model.se: {reduction: 4}}}
+profiles:
+  smoke: {}
+"""
+
+
+def write_specs(folder: Path, *names: str) -> Path:
+    (folder / "experiments").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / "experiments" / f"{name}.yaml").write_text(SPEC)
+    return folder
+
+
+def finish_all(folder: Path, name: str, results: str = "results") -> dict[str, Path]:
+    """Every run of `name` recorded as finished (as fit would leave it): {run_id: folder}."""
+    runs, _ = expand(load_spec(folder / "experiments" / f"{name}.yaml"), "smoke")
+    out = {}
+    for rc in runs:
+        run = RunDir.of(folder / results, rc.experiment, rc.run_id)
+        run.path.mkdir(parents=True)
+        write_run_config(run.path, rc)
+        run.write_summary(RunSummary(status="finished", run_id=rc.run_id, experiment=rc.experiment,
+                                     profile=rc.profile, labels=dict(rc.labels), model="cnn3", se="none",
+                                     dataset="synthetic", seed=rc.seed, epochs=1, batch_size=32,
+                                     final_test_top1_err=50.0 + rc.seed, final_test_top5_err=10.0))
+        out[rc.run_id] = run.path
+    return out
+
+
+def cli(folder: Path, monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(folder)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+# ---- 1. damaged summary.json: quarantined, reported, counted, never silently dropped --------------------
+
+DAMAGE = {
+    "null": b"null",
+    "list": b"[1, 2]",
+    "binary": b"\x00\xff\xfe\x80garbage",
+    "text": b"this is not a run summary",
+    "other run's": None,  # a valid summary copied from another run's folder
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damaged_summary_is_quarantined_and_reported(kind, tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny", "other")
+    tiny = finish_all(folder, "tiny")
+    finish_all(folder, "other")
+    bad_id, good_id = sorted(tiny)[:2]
+    bad = tiny[bad_id] / "summary.json"
+    bad.write_bytes(DAMAGE[kind] if DAMAGE[kind] is not None else (tiny[good_id] / "summary.json").read_bytes())
+    before = bad.read_bytes()
+
+    # collect: every readable run in runs.csv, the damaged one named with its file and the fix
+    code, out, err = cli(folder, monkeypatch, capsys, "collect")
+    assert code == 0
+    assert "1 damaged run record(s) quarantined" in err and str(Path("results") / "runs" / "tiny" / bad_id) in err
+    assert "delete it" in err
+    with open(folder / "results" / "smoke" / "runs.csv") as f:
+        ids = [r["run_id"] for r in csv.DictReader(f)]
+    assert bad_id not in ids and len(ids) == 7  # 4 of other, 3 of tiny
+
+    # doctor lists it with the fix, exit 1; the table counts it under the table
+    code, _, err = cli(folder, monkeypatch, capsys, "doctor")
+    assert code == 1 and f"tiny/{bad_id}" in err and "delete it" in err
+    code, out, _ = cli(folder, monkeypatch, capsys, "report", "tiny", "--profile", "smoke", "--no-plots")
+    assert code == 0 and "1 run record(s) of this table are damaged and excluded" in out
+
+    # other experiments: unaffected
+    code, out, err = cli(folder, monkeypatch, capsys, "plan", "other", "--profile", "smoke", "--no-estimate")
+    assert code == 0 and "4 finished" in out and "damaged" not in out + err
+    code, out, _ = cli(folder, monkeypatch, capsys, "run", "other", "--profile", "smoke", "--no-progress")
+    assert code == 0 and "4 already finished" in out
+
+    # its own experiment: plan shows it, run leaves it alone (nothing overwritten) and exits non-zero
+    code, out, err = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate")
+    assert code == 0 and "1 damaged" in out and bad_id in err
+    code, out, err = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress")
+    assert code == 1 and "1 damaged (quarantined)" in out and f"DAMAGED tiny/{bad_id}" in err
+    assert bad.read_bytes() == before
+
+
+def test_clean_store_passes_doctor(tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    finish_all(folder, "tiny")
+    code, out, _ = cli(folder, monkeypatch, capsys, "doctor")
+    assert code == 0 and "no damaged run records" in out
