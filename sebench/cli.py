@@ -137,7 +137,13 @@ def _parse_set(items: Sequence[str] | None) -> dict:
         if not sep or not key.strip():
             raise UserError(f"--set {item!r} is not key=value", where="--set",
                             fix="e.g. --set epochs=5 or --set data.name=cifar10-jpeg")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserError(f"{value!r} is not a valid YAML value ({problem})", where="--set",
+                            field=key.strip(), fix="quote a text value and close every bracket, e.g. "
+                                                   "--set 'model.se_stages=[1,2]' or --set \"data.name='x'\"") from None
     return out
 
 
@@ -164,6 +170,10 @@ def cmd_plan(args) -> int:
     for row in rows:
         if row.run.run_id in sources:
             row.status = "reusable"
+    if not args.ignore_memory_check:  # the check `sebench run` makes before starting anything
+        from sebench.engine.memory import check_memory
+        check_memory([r.run for r in rows if r.status not in ("finished", "reusable", "damaged")],
+                     device=args.device, max_memory_gb=args.max_memory, where=spec.path)
     # Runs this device would refuse (amp bf16 on a CPU without native bf16): `sebench run` stops on them.
     from sebench.engine.builders import amp_refusal
     refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
@@ -236,6 +246,7 @@ def cmd_run(args) -> int:
     only = parse_only(args.only, spec, profile)
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1", where="--jobs")
+    _check_jobs(args.jobs, args.device)
     if args.launcher == "slurm":
         if args.jobs != 1:
             raise UserError("--jobs has no effect with --launcher slurm: every run is its own array task",
@@ -260,10 +271,25 @@ def cmd_run(args) -> int:
                            overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
                            download=args.download, progress=not args.no_progress,
                            sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
-                           reuse=not args.no_reuse)
+                           reuse=not args.no_reuse, memory_check=not args.ignore_memory_check,
+                           max_memory_gb=args.max_memory)
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.incomplete else 0
+
+
+def _check_jobs(jobs: int, device: str) -> None:
+    """--jobs N starts N worker processes: more than the cores (or GPUs) there are only share them, and
+    a huge N exhausts processes and file descriptors before any run starts."""
+    from sebench.engine.builders import device_kind
+    from sebench.engine.env import available_cpus
+    from sebench.runner import visible_gpus
+
+    gpus = len(visible_gpus()) if device_kind(device) != "cpu" else 0
+    cap = max(available_cpus(), gpus)
+    if jobs > cap:
+        raise UserError(f"--jobs {jobs} is more than the {cap} CPU core(s) or GPU(s) this process may use",
+                        where="--jobs", fix=f"use --jobs {cap} or fewer")
 
 
 def _print_sweep(name: str, profile: str, result, results: str) -> None:
@@ -501,6 +527,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="only the runs with this sweep label (repeatable: labels of one axis are "
                         "alternatives, different axes all apply; seed=N picks a seed), e.g. "
                         "--only model=ResNet-50 --only se=SENet --only seed=0")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="memory budget for the runs at once (default: 80%% of what this machine has available); "
+                        "a run estimated to need more stops before anything starts")
+    p.add_argument("--ignore-memory-check", action="store_true",
+                   help="start runs even where the memory estimate says they will not fit")
     p.add_argument("--no-reuse", action="store_true",
                    help="train every missing run, even one whose recipe (all but the experiment name) another "
                         "experiment has finished; by default that run's records are adopted, marked reused_from")

@@ -498,7 +498,7 @@ def _run_config(cfg: dict, experiment: str, profile: str, labels: dict, seed: in
 def _check_buildable(rc: RunConfig, where: str) -> None:
     """Names a spec may get wrong, checked without building anything heavy."""
     from sebench.data.registry import get_info
-    from sebench.models import get_entry, stage_ids
+    from sebench.models import check_options, get_entry, stage_ids
 
     def again(err: UserError, field: str) -> UserError:
         return UserError(err.message, where=where, field=field, fix=err.fix)
@@ -507,6 +507,10 @@ def _check_buildable(rc: RunConfig, where: str) -> None:
         get_entry(rc.model.name)
     except UserError as err:
         raise again(err, "model.name") from None
+    try:  # an unknown constructor option fails here, not as a TypeError in every run
+        check_options(rc.model.name, rc.model.kwargs)
+    except UserError as err:
+        raise again(err, "model.kwargs") from None
     try:
         get_info(rc.data.name)
     except UserError as err:

@@ -128,3 +128,32 @@ def test_clean_store_passes_doctor(tmp_path, monkeypatch, capsys):
     finish_all(folder, "tiny")
     code, out, _ = cli(folder, monkeypatch, capsys, "doctor")
     assert code == 0 and "no damaged run records" in out
+
+
+# ---- 2. bad --set values, runs that cannot fit in memory, --jobs beyond the machine --------------------
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["plan", "tiny", "--set", "model=[1,2"], "'[1,2' is not a valid YAML value"),
+    (["plan", "tiny", "--set", "data.image_size=100000"], "needs about"),
+    (["plan", "tiny", "--set", "model.kwargs=[1, 2]"], "field 'model.kwargs': Input should be a valid dictionary"),
+    (["plan", "tiny", "--set", "model.kwargs.foo=1"], "field 'model.kwargs': cnn3 takes no option(s) ['foo']"),
+    (["plan", "tiny", "--max-memory", "0.0001"], "given by --max-memory"),
+    (["run", "tiny", "--max-memory", "0.0001"], "given by --max-memory"),
+    (["run", "tiny", "--jobs", "100000"], "--jobs 100000 is more than the"),
+])
+def test_bad_settings_end_in_one_line_before_any_run_starts(argv, fragment, tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    code, out, err = cli(folder, monkeypatch, capsys, *argv, "--profile", "smoke", "--no-progress"
+                         if argv[0] == "run" else "--no-estimate")
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not list((folder / "results").glob("runs/*/*/config.yaml"))  # nothing started
+
+
+def test_memory_check_names_the_fix_and_can_be_overridden(tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    code, _, err = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate",
+                       "--set", "data.image_size=100000")
+    assert code == 2 and "image size 100000" in err and "--ignore-memory-check" in err and "GB" in err
+    code, out, _ = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate",
+                       "--set", "data.image_size=100000", "--ignore-memory-check")
+    assert code == 0 and "4 missing" in out

@@ -128,7 +128,8 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
               sync_bn: Optional[bool] = None, wandb: bool = False,
-              only: Optional[dict[str, set[str]]] = None, reuse: bool = True, log=print) -> SweepResult:
+              only: Optional[dict[str, set[str]]] = None, reuse: bool = True,
+              memory_check: bool = True, max_memory_gb: Optional[float] = None, log=print) -> SweepResult:
     """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time); with `reuse`, a missing
     run whose recipe another experiment has finished is adopted instead (reuse_identical). With `wandb`,
     each run that ends (finished or failed) or is adopted is mirrored to W&B by this process
@@ -182,6 +183,9 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                               download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
     check_amp(configs, where=spec.path)
+    if memory_check:  # before any worker starts: one line, not an allocation of hundreds of GB
+        from sebench.engine.memory import check_memory
+        check_memory(configs, jobs=jobs, device=device, max_memory_gb=max_memory_gb, where=spec.path)
     start = time.time()
     reported = [0]
     directories = {r.run.run_id: r.directory for r in todo}
