@@ -150,7 +150,7 @@ def _parse_set(items: Sequence[str] | None) -> dict:
 def _spec_and_profile(args):
     from sebench.spec import find_spec, load_spec
 
-    spec = load_spec(find_spec(args.spec))
+    spec = load_spec(find_spec(args.spec), max_runs=getattr(args, "max_runs", None))
     profile = args.profile
     if profile not in spec.profiles:
         from sebench.errors import choice_error
@@ -527,6 +527,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="only the runs with this sweep label (repeatable: labels of one axis are "
                         "alternatives, different axes all apply; seed=N picks a seed), e.g. "
                         "--only model=ResNet-50 --only se=SENet --only seed=0")
+    p.add_argument("--max-runs", type=int, metavar="N",
+                   help="the most runs a profile may expand to (default: the spec's max_runs, else 10,000): "
+                        "a larger sweep stops before anything is built")
     p.add_argument("--max-memory", type=float, metavar="GB",
                    help="memory budget for the runs at once (default: 80%% of what this machine has available); "
                         "a run estimated to need more stops before anything starts")

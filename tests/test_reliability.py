@@ -157,3 +157,41 @@ def test_memory_check_names_the_fix_and_can_be_overridden(tmp_path, monkeypatch,
     code, out, _ = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate",
                        "--set", "data.image_size=100000", "--ignore-memory-check")
     assert code == 0 and "4 missing" in out
+
+
+# ---- 3. a sweep too large to expand: counted from its axes, capped, the cap a flag ---------------------
+
+def huge_spec(folder: Path, values: int) -> Path:
+    keys = ("optim.lr", "optim.momentum", "optim.weight_decay")  # one setting per axis: every run differs
+    axes = "".join(f"  - axis: a{k}\n    values:\n" + "".join(
+        f"      - {{label: 'v{i}', set: {{{key}: {0.01 + i * 1e-6}}}}}\n" for i in range(values))
+        for k, key in enumerate(keys))
+    text = SPEC.split("sweep:")[0] + "sweep:\n" + axes + "profiles:\n  smoke: {}\n"
+    (folder / "experiments").mkdir(parents=True, exist_ok=True)
+    (folder / "experiments" / "huge.yaml").write_text(text)
+    return folder
+
+
+def test_huge_sweep_is_refused_from_its_axes_without_building_it(tmp_path):
+    """3 axes of 1,000 values: counted, not expanded (on main, `plan` built all 2e9 configs and hung)."""
+    import subprocess
+    import sys
+
+    from childenv import child_env
+
+    folder = huge_spec(tmp_path, 1000)
+    proc = subprocess.run([sys.executable, "-m", "sebench", "plan", "huge", "--profile", "smoke", "--no-estimate"],
+                          cwd=folder, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "expands to 2,000,000,000 runs (1000 a0 x 1000 a1 x 1000 a2 x 2 seeds)" in proc.stderr
+    assert "--max-runs" in proc.stderr
+
+
+def test_max_runs_flag_sets_the_cap(tmp_path, monkeypatch, capsys):
+    folder = huge_spec(tmp_path, 3)  # 3 x 3 x 3 x 2 seeds = 54 runs
+    code, _, err = cli(folder, monkeypatch, capsys, "plan", "huge", "--profile", "smoke", "--no-estimate",
+                       "--max-runs", "50")
+    assert code == 2 and "54 runs" in err and "cap of 50" in err
+    code, out, _ = cli(folder, monkeypatch, capsys, "plan", "huge", "--profile", "smoke", "--no-estimate",
+                       "--max-runs", "54")
+    assert code == 0 and "54 runs (54 missing)" in out
