@@ -297,6 +297,7 @@ def _print_sweep(name: str, profile: str, result, results: str) -> None:
 
     reused = f"{len(result.reused)} reused from identical runs, " if result.reused else ""
     damaged = f", {len(result.damaged)} damaged (quarantined)" if result.damaged else ""
+    damaged += f", {len(result.foreign)} locked by another host" if result.foreign else ""
     print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {reused}{len(result.skipped)} already "
           f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed{damaged}")
     print_failures(result)

@@ -195,3 +195,56 @@ def test_max_runs_flag_sets_the_cap(tmp_path, monkeypatch, capsys):
     code, out, _ = cli(folder, monkeypatch, capsys, "plan", "huge", "--profile", "smoke", "--no-estimate",
                        "--max-runs", "54")
     assert code == 0 and "54 runs (54 missing)" in out
+
+
+# ---- 4. locks: alive only if host, pid, start time and boot match; stale broken, foreign reported -------
+
+def lock_for(directory: Path, **changes) -> None:
+    import os
+    import socket
+    import time
+
+    # what a lock of this process holds (read here, not through the package, so main's code is tested too)
+    start = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "job": None,
+              "start": start, "boot": boot, **changes}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ".lock").write_text(json.dumps(record))
+
+
+def one_missing(folder: Path) -> Path:
+    """Every run of tiny finished but one (returned: its folder, with no records)."""
+    runs = finish_all(folder, "tiny")
+    missing = runs[sorted(runs)[0]]
+    for f in missing.iterdir():
+        f.unlink()
+    return missing
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")
+@pytest.mark.parametrize("holder, reason", [
+    ({"start": 1}, "now belongs to another process"),  # this very pid, but a process started at another time
+    ({"pid": 2**22 + 1}, "is gone"),
+    ({"boot": "another-boot"}, "before a reboot"),
+])
+def test_stale_lock_is_broken_with_a_message(holder, reason, tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    missing = one_missing(folder)
+    lock_for(missing, **holder)
+    code, out, _ = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress")
+    assert code == 0, out
+    assert f"stale lock broken: {Path('results') / 'runs' / 'tiny' / missing.name / '.lock'}" in out and reason in out
+    assert "1 finished now" in out and json.loads((missing / "summary.json").read_text())["status"] == "finished"
+    assert not (missing / ".lock").exists()
+
+
+def test_foreign_hosts_lock_is_reported_and_run_exits_non_zero(tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    missing = one_missing(folder)
+    lock_for(missing, host="some-other-host")
+    code, out, err = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress")
+    assert code == 1
+    assert "1 locked by another host" in out
+    assert f"LOCKED {missing.name}: " in err and "some-other-host" in err and "delete the lock file" in err
+    assert (missing / ".lock").exists() and not (missing / "summary.json").exists()  # not ours to break

@@ -18,7 +18,7 @@ from sebench.engine.builders import amp_refusal, device_kind
 from sebench.engine.env import available_cpus
 from sebench.errors import UserError
 from sebench.progress import SweepProgress
-from sebench.runner.locks import acquire_lock, release_lock
+from sebench.runner.locks import acquire_lock, break_stale_lock, lock_state, release_lock
 from sebench.runner.plan import labels_text, log_plan, plan, reuse_identical, run_status, with_execution
 from sebench.runner.pool import run_pooled, visible_gpus
 from sebench.spec import RunConfig, Spec
@@ -33,11 +33,14 @@ class SweepResult:
     locked: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # adopted from an identical finished run (reuse_identical)
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (run_id, what and the fix): quarantined
+    foreign: list[tuple[str, str]] = field(default_factory=list)  # (run_id, whose lock): another host's, unverifiable
 
     @property
     def incomplete(self) -> bool:
-        """The spec's table still lacks runs that no runner is doing: failed or damaged ones."""
-        return bool(self.failed or self.damaged)
+        """The spec's table lacks runs that no runner of this machine is doing: failed, damaged, or held by
+        another host's lock (which cannot be checked from here). A run a live local runner holds is not
+        counted: that runner completes it."""
+        return bool(self.failed or self.damaged or self.foreign)
 
     def outcomes(self):
         """(run_id, outcome) of every run of the sweep."""
@@ -162,6 +165,10 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                 mirror_ended(row.directory, "reused")
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
+            st = lock_state(row.directory)
+            if st.state == "foreign":
+                result.foreign.append((row.run.run_id, f"{st.describe(row.directory)}: {st.reason}; if that "
+                                                       "job is no longer running, delete the lock file"))
         elif row.status == "damaged":  # quarantined: never overwritten behind the user's back
             from sebench.store import DamagedRun, read_checked_summary
             try:
@@ -170,6 +177,10 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                 result.damaged.append((row.run.run_id, DamagedRun(row.directory, err).line()))
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
             todo.append(row)
+    if world.is_main:
+        for row in todo:  # a dead holder's lock (or a reused pid's) is taken over, and said so
+            if (message := break_stale_lock(row.directory)):
+                log(message)
     log_plan(spec.name, profile, rows, pending, f"{len(todo)} to run", log)
     if not todo:
         return result
@@ -235,3 +246,5 @@ def print_failures(result: SweepResult, out=None) -> None:
         print(f"FAILED {run_id}: {reason}", file=out)
     for _, line in result.damaged:
         print(f"DAMAGED {line}", file=out)
+    for run_id, line in result.foreign:
+        print(f"LOCKED {run_id}: {line}", file=out)
