@@ -170,6 +170,13 @@ def cmd_plan(args) -> int:
     for row in rows:
         if row.run.run_id in sources:
             row.status = "reusable"
+    from sebench.runner import check_data_paths, with_execution
+    to_run = [row for row in rows if row.status not in ("finished", "reusable", "damaged", "locked")]
+    try:  # as `run` will before it starts anything; a plan is still worth showing, so here a warning
+        check_data_paths([with_execution(row.run) for row in to_run], where=spec.path)
+        data_problem = None
+    except UserError as err:
+        data_problem = err
     if not args.ignore_memory_check:  # the check `sebench run` makes before starting anything
         from sebench.engine.memory import check_memory
         check_memory([r.run for r in rows if r.status not in ("finished", "reusable", "damaged")],
@@ -229,6 +236,8 @@ def cmd_plan(args) -> int:
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "
                  f"`sebench run` stops before training any")
     print(line)
+    if data_problem is not None:
+        print(f"sebench: warning: {data_problem}; `sebench run` stops on it before starting any run", file=sys.stderr)
     if "damaged" in counts:  # quarantined: `run` leaves them alone until the user deletes them
         from sebench.store import damaged_runs
         ids = {row.run.run_id for row in rows if row.status == "damaged"}

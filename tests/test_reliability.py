@@ -248,3 +248,20 @@ def test_foreign_hosts_lock_is_reported_and_run_exits_non_zero(tmp_path, monkeyp
     assert "1 locked by another host" in out
     assert f"LOCKED {missing.name}: " in err and "some-other-host" in err and "delete the lock file" in err
     assert (missing / ".lock").exists() and not (missing / "summary.json").exists()  # not ours to break
+
+
+# ---- 5. a wrong data path: found before anything is launched ------------------------------------------
+
+def test_wrong_data_path_stops_run_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    jpeg = ["--set", "data.name=cifar10-jpeg", "--set", "data.train_subset=null", "--set", "data.test_subset=null"]
+    monkeypatch.delenv("SEBENCH_CIFAR10_JPEG", raising=False)
+    missing = str(tmp_path / "nowhere" / "cifar10-jpeg.tar.xz")
+    code, _, err = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress",
+                       "--jobs", "2", "--data-path", missing, *jpeg)
+    assert code == 2 and err.count("\n") == 1
+    assert f"the data path of dataset 'cifar10-jpeg' does not exist: {missing}" in err and "--data-path" in err
+    assert not list((folder / "results").glob("runs/*/*/*"))  # no run folder holds anything
+    code, out, err = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate", *jpeg)
+    assert code == 0 and "4 missing" in out  # plan still shows the plan, and says what run will stop on
+    assert "dataset 'cifar10-jpeg' needs a path" in err and "`sebench run` stops on it" in err

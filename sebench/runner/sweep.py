@@ -119,6 +119,15 @@ def check_amp(runs: list[RunConfig], where: str) -> None:
                         where=where, field="amp", fix=exc.fix)
 
 
+def check_data_paths(runs: list[RunConfig], where: str) -> None:
+    """Every distinct data set and path of the runs to do exists, before any worker starts."""
+    from sebench.data.registry import check_data_path
+
+    for name, path, download in sorted({(rc.data.name, rc.execution.data_path, rc.execution.download)
+                                        for rc in runs}, key=str):
+        check_data_path(name, path, download, where=where)
+
+
 def mirror_ended(directory: Path, outcome: str) -> None:
     """With --wandb, a run is mirrored once its records are final: it finished, failed or was adopted
     (skipped and locked runs are someone else's to mirror). tracking.mirror_run never raises."""
@@ -194,6 +203,7 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                               download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
     check_amp(configs, where=spec.path)
+    check_data_paths(configs, where=spec.path)
     if memory_check:  # before any worker starts: one line, not an allocation of hundreds of GB
         from sebench.engine.memory import check_memory
         check_memory(configs, jobs=jobs, device=device, max_memory_gb=max_memory_gb, where=spec.path)
