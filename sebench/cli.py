@@ -692,6 +692,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sebench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A results folder that cannot take a write (read-only, not ours, full disk, quota), met by any
+        # command part-way: every store write is atomic, so nothing is left half-written; say which file.
+        import errno
+        fixes = {errno.ENOSPC: "free some space, or choose another --results folder",
+                 errno.EDQUOT: "free some space, or choose another --results folder",
+                 errno.EACCES: "make it writable, or choose another --results folder",
+                 errno.EPERM: "make it writable, or choose another --results folder",
+                 errno.EROFS: "choose a --results folder on a writable file system"}
+        if exc.errno not in fixes:
+            raise
+        print(f"sebench: error: {exc.filename or 'the results folder'}: cannot write ({exc.strerror}) "
+              f"({fixes[exc.errno]})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def finish_all(folder: Path, name: str, results: str = "results") -> dict[str, P
         run.write_summary(RunSummary(status="finished", run_id=rc.run_id, experiment=rc.experiment,
                                      profile=rc.profile, labels=dict(rc.labels), model="cnn3", se="none",
                                      dataset="synthetic", seed=rc.seed, epochs=1, batch_size=32,
-                                     final_test_top1_err=50.0 + rc.seed, final_test_top5_err=10.0))
+                                     final_test_top1_err=50.0 + rc.seed, final_test_top5_err=10.0,
+                                     input_size=[3, 32, 32]))
         out[rc.run_id] = run.path
     return out
 
@@ -265,3 +266,45 @@ def test_wrong_data_path_stops_run_before_any_worker_starts(tmp_path, monkeypatc
     code, out, err = cli(folder, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate", *jpeg)
     assert code == 0 and "4 missing" in out  # plan still shows the plan, and says what run will stop on
     assert "dataset 'cifar10-jpeg' needs a path" in err and "`sebench run` stops on it" in err
+
+
+# ---- 6. an unwritable results folder or a full disk, for every command that writes -------------------
+
+def break_disk(kind: str, monkeypatch) -> None:
+    """Writes under a results folder fail as on a read-only folder (EACCES at open) or a full disk
+    (ENOSPC at fsync); as root neither can be made for real."""
+    import errno
+    import os
+
+    real_open, real_fsync = os.open, os.fsync
+    if kind == "EACCES":
+        def refuse(path, flags, *args, **kw):
+            if "results" in str(path) and flags & os.O_CREAT:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *args, **kw)
+        monkeypatch.setattr(os, "open", refuse)
+    else:
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "results")
+        monkeypatch.setattr(os, "fsync", full)
+
+
+@pytest.mark.parametrize("kind", ["EACCES", "ENOSPC"])
+@pytest.mark.parametrize("argv", [
+    ["collect"],
+    ["report", "tiny", "--profile", "smoke", "--no-plots"],
+    ["speed", "tiny", "--profile", "smoke", "--repeats", "1", "--iters", "1", "--threads", "1"],
+])
+def test_commands_on_an_unwritable_store_end_in_one_line(argv, kind, tmp_path, monkeypatch, capsys):
+    folder = write_specs(tmp_path, "tiny")
+    finish_all(folder, "tiny")
+    if argv[0] == "report":
+        assert cli(folder, monkeypatch, capsys, "collect")[0] == 0
+    before = sorted(p for p in (folder / "results").rglob("*"))
+    break_disk(kind, monkeypatch)
+    code, _, err = cli(folder, monkeypatch, capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "cannot write" in err and ("No space left" in err if kind == "ENOSPC" else "Permission denied" in err)
+    assert "--results" in err
+    assert sorted(p for p in (folder / "results").rglob("*") if p.suffix == ".tmp") == []  # nothing half-written
+    assert [p for p in before if not p.exists()] == []
