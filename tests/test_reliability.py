@@ -308,3 +308,58 @@ def test_commands_on_an_unwritable_store_end_in_one_line(argv, kind, tmp_path, m
     assert "--results" in err
     assert sorted(p for p in (folder / "results").rglob("*") if p.suffix == ".tmp") == []  # nothing half-written
     assert [p for p in before if not p.exists()] == []
+
+
+# ---- 7. a cold data cache: decoded once, whoever else asks waits and reads it ---------------------------
+
+DECODER = """
+import os, sys, time
+from pathlib import Path
+import sebench.data.archive as archive
+
+archive_path, cache, log, ready, peers = sys.argv[1:6]
+original = archive._decode_archive
+
+def counted(*args):  # a slow decode, logged: two processes that both decode would both log
+    with open(log, "a") as f:
+        f.write("decode\\n")
+    time.sleep(1.0)
+    return original(*args)
+
+archive._decode_archive = counted
+Path(f"{ready}.{os.getpid()}").touch()
+while len(list(Path(ready).parent.glob(Path(ready).name + ".*"))) < int(peers):  # start together
+    time.sleep(0.01)
+a = archive.load_archive(archive_path, cache_dir=cache, expected_sha256=None, layout=None)
+print(a.train_x.shape, int(a.train_x.sum()))
+"""
+
+
+def test_cold_data_cache_is_decoded_once_by_concurrent_processes(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from childenv import child_env
+    from test_data_archive import write_archive
+
+    fake = write_archive(tmp_path / "fake.tar.xz")
+    cache, log = tmp_path / "cache", tmp_path / "decodes.log"
+    (tmp_path / "decoder.py").write_text(DECODER)
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "decoder.py"), str(fake), str(cache), str(log),
+                               str(tmp_path / "ready"), "2"], env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    seen = 0
+    while any(p.poll() is None for p in procs):  # whenever the cache file exists, it is whole
+        for f in cache.glob("*.npz") if cache.is_dir() else []:
+            with np.load(f) as z:
+                assert z["train_x"].shape == (6, 3, 8, 8)
+            seen += 1
+        time.sleep(0.02)
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert log.read_text().count("decode") == 1  # one decode; the other process read the cache
+    assert outs[0][0] == outs[1][0] and "(6, 3, 8, 8)" in outs[0][0]
+    assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob("*.tmp"))
