@@ -363,3 +363,61 @@ def test_cold_data_cache_is_decoded_once_by_concurrent_processes(tmp_path):
     assert log.read_text().count("decode") == 1  # one decode; the other process read the cache
     assert outs[0][0] == outs[1][0] and "(6, 3, 8, 8)" in outs[0][0]
     assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob("*.tmp"))
+
+
+# ---- 8. a resume records its execution settings and says which changed --------------------------------
+
+def interrupted_at_epoch_2(monkeypatch):
+    """Training stops (as on Ctrl-C) before epoch 2's checkpoint: the run resumes from epoch 1's."""
+    import sebench.engine.checkpoint as checkpoint
+
+    save = checkpoint.save_checkpoint
+
+    def stop(ckpt_dir, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        return save(ckpt_dir, state)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", stop)
+    return lambda: monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+
+
+def test_resume_records_settings_and_warns_once_naming_what_changed(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from sebench.engine import fit
+
+    folder = tmp_path
+    (folder / "experiments").mkdir()
+    one_run = SPEC.replace("epochs: 1", "epochs: 2").replace("seeds: [0, 1]", "seeds: [0]")
+    (folder / "experiments" / "tiny.yaml").write_text(one_run.replace("      - {label: SE, set: {model.se: {reduction: 4}}}\n", ""))
+    [rc] = expand(load_spec(folder / "experiments" / "tiny.yaml"), "smoke")[0]
+    run = RunDir.of(folder / "results", rc.experiment, rc.run_id).path
+
+    restore = interrupted_at_epoch_2(monkeypatch)
+    code, _, _ = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress")
+    assert code == 130 and (run / "ckpt" / "last.pt").exists()
+    restore()
+    code, out, err = cli(folder, monkeypatch, capsys, "run", "tiny", "--profile", "smoke", "--no-progress",
+                         "--set", "execution.threads=2")
+    assert code == 0 and "1 finished now" in out
+    line = (f"warning: resuming run {rc.run_id} with threads 2 (was 1): its numbers will not be bitwise those "
+            "of an uninterrupted run")
+    assert line in out and (out + err).count("resuming run") == 1
+    env = json.loads((run / "env.json").read_text())
+    assert env["settings"]["threads"] == 1 and [r["settings"]["threads"] for r in env["resumes"]] == [2]
+    assert set(env["settings"]) >= {"threads", "world_size", "device", "machine", "amp", "cpu_bf16", "channels_last"}
+
+    # the same settings again: recorded, nothing said
+    from sebench.engine.fit import ResumeSettingsChanged
+    again = folder / "again"
+    restore = interrupted_at_epoch_2(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(rc, again)
+    restore()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(rc, again)
+    assert not [w for w in caught if issubclass(w.category, ResumeSettingsChanged)]
+    env = json.loads((again / "env.json").read_text())
+    assert [r["settings"] for r in env["resumes"]] == [env["settings"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -61,6 +62,7 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
     launcher stops the others, instead of leaving them waiting in a collective.
     """
     from sebench.engine import RunFailed, distributed, fit
+    from sebench.engine.fit import ResumeSettingsChanged
 
     world = distributed.current()
     d = Path(directory)
@@ -78,20 +80,29 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
         return rc.run_id, "locked", "another runner holds this run"
     if claimed == "skipped":
         return rc.run_id, "skipped", "finished by another runner meanwhile"
+    # fit's warning that a resume changed the execution settings goes back with the outcome instead: a
+    # worker's stderr may be lost under the progress display, and the parent prints it once (see `end`).
+    notices: list[str] = []
     try:
-        summary = fit(rc, d)
-        return rc.run_id, "finished", f"test top-1 err {summary.final_test_top1_err:.2f}%"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResumeSettingsChanged)
+            summary = fit(rc, d, notices=notices)
+        outcome, detail = "finished", f"test top-1 err {summary.final_test_top1_err:.2f}%"
     except RunFailed as exc:
-        return rc.run_id, "failed", str(exc)
+        outcome, detail = "failed", str(exc)
     except UserError as exc:
-        return rc.run_id, "failed", exc.render()
+        outcome, detail = "failed", exc.render()
     except Exception as exc:  # a bug or an environment problem in one run must not end the sweep
         if world.distributed:
             raise
-        return rc.run_id, "failed", f"{type(exc).__name__}: {exc}"
+        outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         if world.is_main:
             release_lock(d)
+    return rc.run_id, outcome, "".join([detail, *(NOTICE + n for n in notices)])
+
+
+NOTICE = "\nwarning: "  # separates execute_one's detail from the warnings it carries, one line each
 
 
 def check_data_parallel(runs: list[RunConfig], world_size: int, device: str = "auto",
@@ -216,6 +227,9 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         mirror.on_start(directories[rc.run_id])
 
     def end(rc: RunConfig, outcome: str, detail: str) -> None:
+        detail, *notices = detail.split(NOTICE)
+        for line in notices:
+            log(f"warning: {line}")
         watch.ended(rc.run_id, outcome)
         mirror.on_end(directories[rc.run_id], outcome)
         if outcome == "finished":
