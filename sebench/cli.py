@@ -7,6 +7,7 @@ Heavy imports happen inside the subcommands so `sebench --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -249,7 +250,7 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from sebench.engine.builders import device_kind
     from sebench.engine.distributed import launched_world, process_group
-    from sebench.runner import parse_only, run_sweep
+    from sebench.runner import Interrupted, parse_only, run_sweep
 
     spec, profile = _spec_and_profile(args)
     only = parse_only(args.only, spec, profile)
@@ -276,12 +277,19 @@ def cmd_run(args) -> int:
         raise UserError("--nproc needs --launcher torchrun", where="--nproc")
     # Plain `torchrun -m sebench run ...` lands here too: WORLD_SIZE/RANK in the environment.
     with process_group(device_kind(args.device)) as world:
-        result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
-                           overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
-                           download=args.download, progress=not args.no_progress,
-                           sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
-                           reuse=not args.no_reuse, memory_check=not args.ignore_memory_check,
-                           max_memory_gb=args.max_memory)
+        try:
+            result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
+                               overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
+                               download=args.download, progress=not args.no_progress,
+                               sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
+                               reuse=not args.no_reuse, memory_check=not args.ignore_memory_check,
+                               max_memory_gb=args.max_memory)
+        except Interrupted as stop:  # Ctrl-C: the workers are ended; the same command resumes their runs
+            if world.is_main:
+                n = len(stop.runs)
+                print(f"interrupted: {n} run{'s' if n != 1 else ''} stopped; their last epoch checkpoints are "
+                      f"kept; resume with: sebench {shlex.join(args.argv)}", file=sys.stderr)
+            return 130
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
     return 1 if result.incomplete else 0
@@ -776,7 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given: what an interrupted sweep tells the user to run again
     try:
         return args.func(args) or 0
     except UserError as err:

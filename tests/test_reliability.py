@@ -421,3 +421,54 @@ def test_resume_records_settings_and_warns_once_naming_what_changed(tmp_path, mo
     assert not [w for w in caught if issubclass(w.category, ResumeSettingsChanged)]
     env = json.loads((again / "env.json").read_text())
     assert [r["settings"] for r in env["resumes"]] == [env["settings"]]
+
+
+# ---- 9. one Ctrl-C stops a --jobs 2 sweep: workers ended, the resume command printed, nothing left ------
+
+def test_one_ctrl_c_stops_a_jobs_2_sweep_cleanly(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from childenv import child_env
+
+    long = SPEC.replace("epochs: 1", "epochs: 500").replace("train_subset: 64", "train_subset: 640")
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny.yaml").write_text(
+        long.replace("      - {label: SE, set: {model.se: {reduction: 4}}}\n", ""))  # 2 runs: seeds 0, 1
+    runs = [RunDir.of(tmp_path / "results", rc.experiment, rc.run_id).path
+            for rc in expand(load_spec(tmp_path / "experiments" / "tiny.yaml"), "smoke")[0]]
+    shm = Path("/dev/shm")
+    before = {p.name for p in shm.glob("sem.*")} if shm.is_dir() else set()
+    argv = ["run", "tiny", "--profile", "smoke", "--jobs", "2", "--no-progress"]
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sebench", *argv], cwd=tmp_path, stdout=out, stderr=err,
+                                env=child_env(OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 300
+        while not all((r / "ckpt" / "last.pt").exists() for r in runs):  # both mid-run, an epoch checkpointed
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "err").read_text()
+            time.sleep(0.2)
+        workers = [json.loads((r / ".lock").read_text())["pid"] for r in runs]
+        assert proc.pid not in workers
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)  # stops its workers instead of waiting for 500 epochs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "err").read_text()
+    assert code == 130, err
+    assert ("interrupted: 2 runs stopped; their last epoch checkpoints are kept; resume with: "
+            "sebench run tiny --profile smoke --jobs 2 --no-progress") in err
+    assert "Traceback" not in err
+    for pid in workers:  # gone (or, reparented, a zombie: it runs nothing)
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    for r in runs:  # resumable: the checkpoint kept, no lock or heartbeat left behind
+        assert (r / "ckpt" / "last.pt").exists() and not (r / ".lock").exists()
+        assert not (r / ".progress.json").exists() and not (r / "summary.json").exists()
+    assert ({p.name for p in shm.glob("sem.*")} if shm.is_dir() else set()) <= before
+    code, out, _ = cli(tmp_path, monkeypatch, capsys, "plan", "tiny", "--profile", "smoke", "--no-estimate")
+    assert code == 0 and "2 partial" in out

@@ -21,9 +21,9 @@ from sebench.errors import UserError
 from sebench.progress import SweepProgress
 from sebench.runner.locks import acquire_lock, break_stale_lock, lock_state, release_lock
 from sebench.runner.plan import labels_text, log_plan, plan, reuse_identical, run_status, with_execution
-from sebench.runner.pool import run_pooled, visible_gpus
+from sebench.runner.pool import Interrupted, run_pooled, visible_gpus
 from sebench.spec import RunConfig, Spec
-from sebench.store import RunDir, check_writable
+from sebench.store import RunDir, check_writable, clear_progress
 from sebench.tracking import LiveMirror
 
 
@@ -248,9 +248,19 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         if jobs <= 1:
             for rc, row in zip(configs, todo):
                 begin(rc, row.status, 0)
-                end(rc, *execute_one(rc, str(row.directory))[1:])
+                try:
+                    outcome = execute_one(rc, str(row.directory))
+                except KeyboardInterrupt:  # execute_one released the run's lock, fit cleared its heartbeat
+                    raise Interrupted([rc]) from None
+                end(rc, *outcome[1:])
         else:
-            run_pooled(execute_one, list(zip(configs, todo)), jobs, gpus, begin, end)
+            try:
+                run_pooled(execute_one, list(zip(configs, todo)), jobs, gpus, begin, end)
+            except Interrupted as stop:
+                for rc in stop.runs:  # their workers were ended: the locks are stale, the heartbeats too
+                    break_stale_lock(directories[rc.run_id])
+                    clear_progress(directories[rc.run_id])
+                raise
     return result
 
 
