@@ -7,6 +7,7 @@ Heavy imports happen inside the subcommands so `sebench --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -137,14 +138,20 @@ def _parse_set(items: Sequence[str] | None) -> dict:
         if not sep or not key.strip():
             raise UserError(f"--set {item!r} is not key=value", where="--set",
                             fix="e.g. --set epochs=5 or --set data.name=cifar10-jpeg")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserError(f"{value!r} is not a valid YAML value ({problem})", where="--set",
+                            field=key.strip(), fix="quote a text value and close every bracket, e.g. "
+                                                   "--set 'model.se_stages=[1,2]' or --set \"data.name='x'\"") from None
     return out
 
 
 def _spec_and_profile(args):
     from sebench.spec import find_spec, load_spec
 
-    spec = load_spec(find_spec(args.spec))
+    spec = load_spec(find_spec(args.spec), max_runs=getattr(args, "max_runs", None))
     profile = args.profile
     if profile not in spec.profiles:
         from sebench.errors import choice_error
@@ -164,6 +171,17 @@ def cmd_plan(args) -> int:
     for row in rows:
         if row.run.run_id in sources:
             row.status = "reusable"
+    from sebench.runner import check_data_paths, with_execution
+    to_run = [row for row in rows if row.status not in ("finished", "reusable", "damaged", "locked")]
+    try:  # as `run` will before it starts anything; a plan is still worth showing, so here a warning
+        check_data_paths([with_execution(row.run) for row in to_run], where=spec.path)
+        data_problem = None
+    except UserError as err:
+        data_problem = err
+    if not args.ignore_memory_check:  # the check `sebench run` makes before starting anything
+        from sebench.engine.memory import check_memory
+        check_memory([r.run for r in rows if r.status not in ("finished", "reusable", "damaged")],
+                     device=args.device, max_memory_gb=args.max_memory, where=spec.path)
     # Runs this device would refuse (amp bf16 on a CPU without native bf16): `sebench run` stops on them.
     from sebench.engine.builders import amp_refusal
     refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
@@ -219,6 +237,12 @@ def cmd_plan(args) -> int:
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "
                  f"`sebench run` stops before training any")
     print(line)
+    if data_problem is not None:
+        print(f"sebench: warning: {data_problem}; `sebench run` stops on it before starting any run", file=sys.stderr)
+    if "damaged" in counts:  # quarantined: `run` leaves them alone until the user deletes them
+        from sebench.store import damaged_runs
+        ids = {row.run.run_id for row in rows if row.status == "damaged"}
+        _print_damaged([d for d in damaged_runs(results, spec.name) if d.run_id in ids])
     print(f"store: {results / 'runs' / spec.name}")
     return 0
 
@@ -226,12 +250,13 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from sebench.engine.builders import device_kind
     from sebench.engine.distributed import launched_world, process_group
-    from sebench.runner import parse_only, run_sweep
+    from sebench.runner import Interrupted, parse_only, run_sweep
 
     spec, profile = _spec_and_profile(args)
     only = parse_only(args.only, spec, profile)
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1", where="--jobs")
+    _check_jobs(args.jobs, args.device)
     if args.launcher == "slurm":
         if args.jobs != 1:
             raise UserError("--jobs has no effect with --launcher slurm: every run is its own array task",
@@ -252,22 +277,46 @@ def cmd_run(args) -> int:
         raise UserError("--nproc needs --launcher torchrun", where="--nproc")
     # Plain `torchrun -m sebench run ...` lands here too: WORLD_SIZE/RANK in the environment.
     with process_group(device_kind(args.device)) as world:
-        result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
-                           overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
-                           download=args.download, progress=not args.no_progress,
-                           sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
-                           reuse=not args.no_reuse)
+        try:
+            result = run_sweep(spec, profile, Path(args.results), jobs=args.jobs, device=args.device,
+                               overrides=_parse_set(args.set), data_path=args.data_path, cache_dir=args.cache_dir,
+                               download=args.download, progress=not args.no_progress,
+                               sync_bn=True if args.sync_bn else None, wandb=args.wandb, only=only,
+                               reuse=not args.no_reuse, memory_check=not args.ignore_memory_check,
+                               max_memory_gb=args.max_memory)
+        except Interrupted as stop:  # Ctrl-C: the workers are ended; the same command resumes their runs
+            if world.is_main:
+                n = len(stop.runs)
+                print(f"interrupted: {n} run{'s' if n != 1 else ''} stopped; their last epoch checkpoints are "
+                      f"kept; resume with: sebench {shlex.join(args.argv)}", file=sys.stderr)
+            return 130
         if world.is_main:
             _print_sweep(spec.name, profile, result, args.results)
-    return 1 if result.failed else 0
+    return 1 if result.incomplete else 0
+
+
+def _check_jobs(jobs: int, device: str) -> None:
+    """--jobs N starts N worker processes: more than the cores (or GPUs) there are only share them, and
+    a huge N exhausts processes and file descriptors before any run starts."""
+    from sebench.engine.builders import device_kind
+    from sebench.engine.env import available_cpus
+    from sebench.runner import visible_gpus
+
+    gpus = len(visible_gpus()) if device_kind(device) != "cpu" else 0
+    cap = max(available_cpus(), gpus)
+    if jobs > cap:
+        raise UserError(f"--jobs {jobs} is more than the {cap} CPU core(s) or GPU(s) this process may use",
+                        where="--jobs", fix=f"use --jobs {cap} or fewer")
 
 
 def _print_sweep(name: str, profile: str, result, results: str) -> None:
     from sebench.runner import print_failures
 
     reused = f"{len(result.reused)} reused from identical runs, " if result.reused else ""
+    damaged = f", {len(result.damaged)} damaged (quarantined)" if result.damaged else ""
+    damaged += f", {len(result.foreign)} locked by another host" if result.foreign else ""
     print(f"\n{name} [{profile}]: {len(result.finished)} finished now, {reused}{len(result.skipped)} already "
-          f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed")
+          f"finished, {len(result.locked)} running elsewhere, {len(result.failed)} failed{damaged}")
     print_failures(result)
     print(f"runs: {Path(results) / 'runs' / name}")
 
@@ -299,7 +348,7 @@ def _run_slurm(args, spec, profile, only: dict) -> int:
             for run_id, outcome in result.outcomes():
                 mirror.on_end(RunDir.of(Path(args.results), spec.name, run_id).path, outcome)
     _print_sweep(spec.name, profile, result, args.results)
-    return 1 if result.failed else 0
+    return 1 if result.incomplete else 0
 
 
 def cmd_specs(args) -> int:
@@ -320,14 +369,33 @@ def cmd_specs(args) -> int:
 def cmd_collect(args) -> int:
     from sebench.store import collect
 
-    written = collect(args.results, args.profile)
+    damaged: list = []
+    written = collect(args.results, args.profile, damaged)
     if not written:
         print(f"no runs found under {Path(args.results) / 'runs'}")
-        return 0
     for profile, path in written.items():
         n = sum(1 for _ in open(path)) - 1
         print(f"{profile}: {n} runs -> {path}")
+    _print_damaged(damaged)
     return 0
+
+
+def _print_damaged(damaged: list) -> None:
+    """Quarantined run records (store.DamagedRun): named, with the fix, never silently left out."""
+    if damaged:
+        print(f"{len(damaged)} damaged run record(s) quarantined (not in runs.csv, not in tables):", file=sys.stderr)
+        for d in damaged:
+            print(f"  {d.line()}", file=sys.stderr)
+
+
+def cmd_doctor(args) -> int:
+    from sebench.store import damaged_runs
+
+    damaged = damaged_runs(args.results)
+    _print_damaged(damaged)
+    if not damaged:
+        print(f"{Path(args.results) / 'runs'}: no damaged run records")
+    return 1 if damaged else 0
 
 
 def cmd_report(args) -> int:
@@ -548,6 +616,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="only the runs with this sweep label (repeatable: labels of one axis are "
                         "alternatives, different axes all apply; seed=N picks a seed), e.g. "
                         "--only model=ResNet-50 --only se=SENet --only seed=0")
+    p.add_argument("--max-runs", type=int, metavar="N",
+                   help="the most runs a profile may expand to (default: the spec's max_runs, else 10,000): "
+                        "a larger sweep stops before anything is built")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="memory budget for the runs at once (default: 80%% of what this machine has available); "
+                        "a run estimated to need more stops before anything starts")
+    p.add_argument("--ignore-memory-check", action="store_true",
+                   help="start runs even where the memory estimate says they will not fit")
     p.add_argument("--no-reuse", action="store_true",
                    help="train every missing run, even one whose recipe (all but the experiment name) another "
                         "experiment has finished; by default that run's records are adopted, marked reused_from")
@@ -626,6 +702,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="only this profile (default: every profile found)")
     p.set_defaults(func=cmd_collect)
 
+    p = sub.add_parser("doctor", help="check the results store: damaged run records (quarantined), with the fix; "
+                                      "exit 1 when it finds any")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("report", help="tables beside the source's numbers, and plots, from "
                                       "results/<profile>/runs.csv")
     p.add_argument("spec", metavar="SPEC", help="experiments/<name>.yaml, <name>, or 'all' (every spec with runs)")
@@ -703,7 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given: what an interrupted sweep tells the user to run again
     try:
         return args.func(args) or 0
     except UserError as err:
@@ -714,6 +797,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sebench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A results folder that cannot take a write (read-only, not ours, full disk, quota), met by any
+        # command part-way: every store write is atomic, so nothing is left half-written; say which file.
+        import errno
+        fixes = {errno.ENOSPC: "free some space, or choose another --results folder",
+                 errno.EDQUOT: "free some space, or choose another --results folder",
+                 errno.EACCES: "make it writable, or choose another --results folder",
+                 errno.EPERM: "make it writable, or choose another --results folder",
+                 errno.EROFS: "choose a --results folder on a writable file system"}
+        if exc.errno not in fixes:
+            raise
+        print(f"sebench: error: {exc.filename or 'the results folder'}: cannot write ({exc.strerror}) "
+              f"({fixes[exc.errno]})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

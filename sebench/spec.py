@@ -226,6 +226,8 @@ class Spec(_Strict):
     sweep: list[SweepAxis] = Field(default_factory=list)
     profiles: dict[Annotated[str, Field(pattern=SAFE_NAME)], Profile] = Field(..., min_length=1)
     slurm: Optional[SlurmCfg] = None  # defaults for --launcher slurm
+    # The most runs one profile may expand to (None: MAX_RUNS); `--max-runs N` on plan/run sets it too.
+    max_runs: Optional[int] = Field(None, ge=1)
     path: str = ""  # the file it came from (set by load_spec)
 
 
@@ -399,12 +401,15 @@ def _model_at(model: Optional[type[BaseModel]], loc: list) -> Optional[type[Base
     return model
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, max_runs: Optional[int] = None) -> Spec:
     """Read a spec (resolving includes), validate its schema strictly, and check that every run it
-    declares would build (models, datasets, SE options), so a mistake surfaces before anything runs."""
+    declares would build (models, datasets, SE options), so a mistake surfaces before anything runs.
+    `max_runs` (the CLI's --max-runs) replaces the spec's own cap on runs per profile."""
     path = Path(path)
     data = _read_with_includes(path)
     data.setdefault("name", path.stem)
+    if max_runs is not None:
+        data["max_runs"] = max_runs
     if isinstance(data.get("source"), dict):
         data["source"] = [data["source"]]
     if "path" in data:  # set by the loader, not by the spec
@@ -445,6 +450,32 @@ def profile_axes(spec: Spec, profile: str) -> list[SweepAxis]:
     return [SweepAxis(axis=a.axis, ref=a.ref, values=prof.sweep.get(a.axis, a.values)) for a in spec.sweep]
 
 
+MAX_RUNS = 10_000  # runs per profile: the largest spec here has a few hundred; beyond, a typo is likelier
+
+
+def count_runs(spec: Spec, profile: str) -> int:
+    """How many runs `profile` expands to (pending rows included), from the axes' lengths: the product
+    is never built, so a sweep of 1,000 x 1,000 x 1,000 values is counted at once."""
+    n = len(spec.profiles[profile].seeds or spec.seeds)
+    for axis in profile_axes(spec, profile):
+        n *= len(axis.values)
+    return n
+
+
+def check_sweep_size(spec: Spec, profile: str) -> None:
+    """UserError when `profile` expands to more runs than the cap (spec.max_runs, else MAX_RUNS)."""
+    cap = spec.max_runs or MAX_RUNS
+    n = count_runs(spec, profile)
+    if n > cap:
+        axes = profile_axes(spec, profile)
+        sizes = " x ".join(f"{len(a.values)} {a.axis}" for a in axes)
+        seeds = len(spec.profiles[profile].seeds or spec.seeds)
+        raise UserError(f"profile {profile!r} expands to {n:,} runs ({sizes} x {seeds} seeds), more than the "
+                        f"cap of {cap:,}", where=spec.path, field="sweep",
+                        fix="narrow the sweep's axes (or the profile's), or raise the cap with --max-runs N "
+                            "or the spec's max_runs")
+
+
 def expand(spec: Spec, profile: str, overrides: Optional[dict[str, Any]] = None
            ) -> tuple[list[RunConfig], list[PendingRow]]:
     """spec x profile -> frozen RunConfigs (sweep product x seeds), plus the rows marked pending.
@@ -457,6 +488,7 @@ def expand(spec: Spec, profile: str, overrides: Optional[dict[str, Any]] = None
         set_dotted(base, k, v)
     axes = profile_axes(spec, profile)
     seeds = prof.seeds or spec.seeds
+    check_sweep_size(spec, profile)
     runs: list[RunConfig] = []
     pending: list[PendingRow] = []
     for combo in itertools.product(*(a.values for a in axes)):
@@ -503,7 +535,7 @@ def _run_config(cfg: dict, experiment: str, profile: str, labels: dict, seed: in
 def _check_buildable(rc: RunConfig, where: str) -> None:
     """Names a spec may get wrong, checked without building anything heavy."""
     from sebench.data.registry import get_info
-    from sebench.models import get_entry, stage_ids
+    from sebench.models import check_options, get_entry, stage_ids
 
     def again(err: UserError, field: str) -> UserError:
         return UserError(err.message, where=where, field=field, fix=err.fix)
@@ -512,6 +544,10 @@ def _check_buildable(rc: RunConfig, where: str) -> None:
         get_entry(rc.model.name)
     except UserError as err:
         raise again(err, "model.name") from None
+    try:  # an unknown constructor option fails here, not as a TypeError in every run
+        check_options(rc.model.name, rc.model.kwargs)
+    except UserError as err:
+        raise again(err, "model.kwargs") from None
     try:
         get_info(rc.data.name)
     except UserError as err:

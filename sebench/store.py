@@ -72,11 +72,12 @@ class RunDir:
         return RunSummary.read(self.summary)
 
     def recorded_status(self) -> Optional[str]:
-        """'finished' or 'failed' as the summary says; None without a readable one."""
+        """'finished' or 'failed' as the summary says, 'damaged' when it cannot be trusted (quarantined:
+        see DamagedRun), None without one."""
         try:
-            summary = self.read_summary()
+            summary = read_checked_summary(self.path)
         except UserError:
-            return None
+            return "damaged"
         return summary.status if summary is not None else None
 
     def write_summary(self, summary: RunSummary) -> None:
@@ -297,13 +298,72 @@ def hardware_text(device_name: Optional[str], device: Optional[str], threads=Non
     return f"{device_name or 'unknown device'} ({where})"
 
 
-def iter_summaries(root: PathLike) -> Iterator[tuple[Path, RunSummary]]:
-    """(run directory, summary) for every run under <root>/runs that has a readable summary."""
+QUARANTINE_FIX = ("delete it (`rm {path}`): the run then resumes from its checkpoint, or trains again; "
+                  "`sebench doctor` lists every damaged record")
+
+
+class DamagedRun:
+    """A run folder whose summary.json cannot be trusted: quarantined (left where it is, excluded from
+    runs.csv and tables, skipped by `run`), and reported by collect, report and `sebench doctor`."""
+
+    def __init__(self, directory: Path, error: UserError):
+        self.directory = Path(directory)
+        self.error = error
+
+    experiment = property(lambda self: self.directory.parent.name)
+    run_id = property(lambda self: self.directory.name)
+
+    def line(self) -> str:
+        """What is wrong and the fix, in one line."""
+        fix = QUARANTINE_FIX.format(path=RunDir(self.directory).summary)
+        return f"{self.experiment}/{self.run_id}: {self.error.message} ({self.error.where}" + (
+            f", field '{self.error.field}'" if self.error.field else "") + f"); {fix}"
+
+
+def check_summary(directory: Path, summary: RunSummary) -> None:
+    """A readable summary that still cannot be trusted (copied from another folder, or 'finished' without
+    its final numbers): UserError naming the field, so it is quarantined instead of filling a table cell
+    with another run's numbers or with nothing."""
+    where = str(RunDir(directory).summary)
+    for field, expected in (("run_id", directory.name), ("experiment", directory.parent.name)):
+        if getattr(summary, field) != expected:
+            raise UserError(f"damaged run summary ({field} {getattr(summary, field)!r} is not its folder's "
+                            f"{expected!r})", where=where, field=field)
+    if summary.finished and summary.final_test_top1_err is None:
+        raise UserError("damaged run summary ('finished' without final numbers)", where=where,
+                        field="final_test_top1_err")
+
+
+def read_checked_summary(directory: PathLike) -> Optional[RunSummary]:
+    """RunDir.read_summary plus check_summary: None without a summary, UserError when it is damaged."""
+    directory = Path(directory)
+    summary = RunDir(directory).read_summary()
+    if summary is not None:
+        check_summary(directory, summary)
+    return summary
+
+
+def iter_summaries(root: PathLike, damaged: Optional[list] = None) -> Iterator[tuple[Path, RunSummary]]:
+    """(run directory, summary) for every run under <root>/runs that has a trustworthy summary. A damaged
+    one (not JSON, not an object, a bad field, another run's) is never silently dropped: pass a list as
+    `damaged` to receive it as a DamagedRun (collect, report and doctor show them; see damaged_runs)."""
     for path in sorted(Path(root).glob("runs/*/*/summary.json")):
         try:
-            yield path.parent, RunSummary.read(path)
-        except UserError:
-            continue  # a summary is written atomically; unreadable means foreign or damaged: skip it
+            summary = RunSummary.read(path)
+            check_summary(path.parent, summary)
+        except UserError as err:
+            if damaged is not None:
+                damaged.append(DamagedRun(path.parent, err))
+            continue
+        yield path.parent, summary
+
+
+def damaged_runs(root: PathLike, experiment: Optional[str] = None) -> list[DamagedRun]:
+    """The quarantined run records under <root>/runs (of one experiment, when given)."""
+    found: list[DamagedRun] = []
+    for _ in iter_summaries(root, found):
+        pass
+    return [d for d in found if experiment is None or d.experiment == experiment]
 
 
 def read_speed(directory: PathLike) -> dict:
@@ -337,12 +397,13 @@ def clear_progress(directory: PathLike) -> None:
     RunDir(directory).progress.unlink(missing_ok=True)
 
 
-def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
-    """One flat row per run (finished or failed), optionally for one profile."""
+def run_rows(root: PathLike, profile: Optional[str] = None, damaged: Optional[list] = None) -> list[dict]:
+    """One flat row per run (finished or failed), optionally for one profile; damaged records go to
+    `damaged` (iter_summaries)."""
     import yaml
 
     rows = []
-    for directory, summary in iter_summaries(root):
+    for directory, summary in iter_summaries(root, damaged):
         if profile is not None and summary.profile != profile:
             continue
         record = summary.to_json()
@@ -365,12 +426,13 @@ def run_rows(root: PathLike, profile: Optional[str] = None) -> list[dict]:
     return rows
 
 
-def collect(root: PathLike, profile: Optional[str] = None) -> dict[str, Path]:
+def collect(root: PathLike, profile: Optional[str] = None, damaged: Optional[list] = None) -> dict[str, Path]:
     """Consolidate every run into <root>/<profile>/runs.csv (one row per run, sorted), for one profile or
-    each profile found. Returns {profile: path}."""
+    each profile found. Returns {profile: path}; damaged records (quarantined, not in runs.csv) go to
+    `damaged`."""
     import pandas as pd
 
-    rows = run_rows(root, profile)
+    rows = run_rows(root, profile, damaged)
     written: dict[str, Path] = {}
     for prof in sorted({r["profile"] for r in rows if r["profile"]}):
         frame = pd.DataFrame([r for r in rows if r["profile"] == prof])

@@ -15,11 +15,13 @@ import os
 import tarfile
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from sebench.errors import UserError
@@ -136,19 +138,42 @@ def load_archive(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None
                         fix="the file is corrupt or a different archive; fetch it again")
 
     cache_file = cache_root(cache_dir) / f"archive-{digest[:16]}-v{_CACHE_VERSION}.npz"
-    cached = _read_cache(cache_file, digest)
+    cached = _read_cache(cache_file, digest)  # no lock needed: the file only ever appears whole (os.replace)
     if cached is None:
-        cached = _decode_archive(path, digest)
-        _check_layout(cached, layout, path)
-        try:
-            _write_cache(cache_file, cached)
-        except OSError as e:
-            raise UserError(f"cannot write the dataset cache ({e.strerror or e})", where=str(cache_file),
-                            fix="pass a writable cache directory: --cache-dir, execution.cache_dir or "
-                                "$SEBENCH_CACHE") from e
-    else:
-        _check_layout(cached, layout, path)
+        # Cold cache: one process decodes, the others (`--jobs N` workers, another sweep) wait and read it.
+        with cache_lock(cache_file):
+            cached = _read_cache(cache_file, digest)
+            if cached is None:
+                cached = _decode_archive(path, digest)
+                _check_layout(cached, layout, path)
+                try:
+                    _write_cache(cache_file, cached)
+                except OSError as e:
+                    raise _unwritable_cache(cache_file, e) from e
+                return cached
+    _check_layout(cached, layout, path)
     return cached
+
+
+@contextmanager
+def cache_lock(file: Path) -> Iterator[None]:
+    """Hold `<file>.lock` (an OS file lock, released if the holder dies) while filling `file`: whoever
+    waits for it finds the file written when it gets the lock."""
+    lock = FileLock(f"{file}.lock")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        raise _unwritable_cache(file, e) from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _unwritable_cache(file: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write the dataset cache ({e.strerror or e})", where=str(file),
+                     fix="pass a writable cache directory: --cache-dir, execution.cache_dir or $SEBENCH_CACHE")
 
 
 def read_members(path: Path) -> dict[str, list[tuple[str, str, bytes]]]:

@@ -92,6 +92,21 @@ def default_data_path(name: str) -> str | None:
     return os.environ.get(data_path_variable(name)) or None
 
 
+def check_data_path(name: str, path: str | os.PathLike | None, download: bool = False,
+                    where: str | None = None) -> None:
+    """Before a sweep plans or launches anything: the data set's path is given where it needs one and
+    exists where given (a torchvision folder that --download will create is allowed). The contents are
+    checked when a run reads them (sha256, layout)."""
+    info = get_info(name)
+    if info.needs_path and path is None:
+        raise UserError(f"dataset {name!r} needs a path: {info.description}", where=where, field="data.name",
+                        fix=f"{PATH_FIX}, or set ${data_path_variable(name)}")
+    if path is not None and not download and not Path(path).expanduser().exists():
+        raise UserError(f"the data path of dataset {name!r} does not exist: {path}", where=where,
+                        field="execution.data_path",
+                        fix=f"{PATH_FIX} (or ${data_path_variable(name)}) naming an existing file or folder")
+
+
 def load_arrays(name: str, *, path: str | os.PathLike | None = None,
                 cache_dir: str | os.PathLike | None = None, download: bool = False, **kw: Any) -> ArrayData:
     """Load an 'array' dataset. `kw` goes to the source: `expected_sha256`/`layout` for cifar10-jpeg,

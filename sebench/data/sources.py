@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sebench.data.archive import LOSSLESS_ARCHIVES, cache_root, decode_jpegs, load_archive
+from sebench.data.archive import LOSSLESS_ARCHIVES, cache_lock, cache_root, decode_jpegs, load_archive
 from sebench.errors import UserError
 
 EMBEDDED_FILE = Path(__file__).parent / "embedded" / "cifar10_subset.npz"
@@ -84,10 +85,13 @@ def torchvision_splits(name: str, path: str | os.PathLike | None, *,
     root = Path(path).expanduser() if path is not None else cache_root(cache_dir) / "torchvision"
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100, "svhn": datasets.SVHN}[name]
     try:
-        if name == "svhn":
-            train, test = (cls(str(root), split=s, download=download) for s in ("train", "test"))
-        else:
-            train, test = (cls(str(root), train=t, download=download) for t in (True, False))
+        # A download writes and extracts into root: one process at a time (`--jobs N` workers, two sweeps);
+        # whoever waited finds the files there, checked, and downloads nothing.
+        with cache_lock(root / "sebench-download") if download else nullcontext():
+            if name == "svhn":
+                train, test = [cls(str(root), split=s, download=download) for s in ("train", "test")]
+            else:
+                train, test = [cls(str(root), train=t, download=download) for t in (True, False)]
     except ImportError as e:  # torchvision reads SVHN's .mat files with scipy, an optional dependency
         raise UserError(f"reading {name} needs {e.name or 'scipy'}, which is not installed",
                         fix=f"pip install {e.name or 'scipy'}") from e

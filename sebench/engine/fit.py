@@ -2,7 +2,8 @@
 
 run_dir/
   config.yaml    the RunConfig (plus run_id), rewritten at every start
-  env.json       versions, git state, hardware, threads, data label, execution block; resumes appended
+  env.json       versions, git state, hardware, threads, data label, execution block, the settings that
+                 change numbers (`settings`); resumes appended, a resume under other settings warns
   metrics.jsonl  one line per finished epoch (errors in percent)
   ckpt/          last.pt and prev.pt (see checkpoint.py)
   summary.json   written last: status 'finished' with final-epoch numbers, or 'failed' with the reason
@@ -145,17 +146,43 @@ def _metrics_before(path: Path, start_epoch: int) -> list[dict]:
     return records
 
 
-def _write_env(path: Path, env: dict, resumed_from: Optional[int]) -> None:
-    """env.json describes the first start; each resume appends its own record under 'resumes'."""
-    record = env
+class ResumeSettingsChanged(RuntimeWarning):
+    """A run resumed under other execution settings than its previous start: its numbers will not be
+    bitwise those of an uninterrupted run."""
+
+
+# The execution settings that change a run's numbers, in the order a change is named.
+SETTINGS = ("threads", "world_size", "device", "machine", "amp", "cpu_bf16", "channels_last")
+
+
+def _write_env(path: Path, env: dict, resumed_from: Optional[int], run_id: str = "") -> Optional[str]:
+    """env.json describes the first start; each resume appends its own record under 'resumes'. Returns
+    the line naming the execution settings a resume changed since the previous start (else None)."""
+    record, changed = env, None
     if resumed_from is not None and path.exists():
         try:
             first = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             first = None
         if isinstance(first, dict):
+            previous = ([first, *first.get("resumes", [])][-1]).get("settings")
+            changed = _settings_change(run_id, previous, env.get("settings"))
             record = {**first, "resumes": [*first.get("resumes", []), {"from_epoch": resumed_from, **env}]}
     atomic_write_json(path, record)
+    return changed
+
+
+def _settings_change(run_id: str, was: Optional[dict], now: Optional[dict]) -> Optional[str]:
+    """One line naming what differs between two starts' settings; None when nothing does (or a record,
+    written before settings were recorded, has none to compare)."""
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return None
+    diffs = [f"{k.replace('_', ' ')} {now.get(k)} (was {was.get(k)})" for k in SETTINGS
+             if k in was and was.get(k) != now.get(k)]
+    if not diffs:
+        return None
+    return (f"resuming run {run_id} with {', '.join(diffs)}: its numbers will not be bitwise those of an "
+            "uninterrupted run")
 
 
 def _run_fields(cfg: RunConfig, dataset: str) -> dict:
@@ -166,8 +193,11 @@ def _run_fields(cfg: RunConfig, dataset: str) -> dict:
             "dataset": dataset, "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
 
 
-def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> RunSummary:
+def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike], *, notices: Optional[list[str]] = None) -> RunSummary:
     """Train `cfg` in `run_dir` (resuming if it holds a checkpoint) and return its summary.
+
+    A resume under other execution settings (threads, processes, device, machine, precision) than the
+    previous start warns (ResumeSettingsChanged) and appends the line to `notices` for the caller to pass on.
 
     A run whose summary says finished is returned without training. A NaN/inf loss writes a 'failed'
     summary (epoch, reason) and raises RunFailed; calling fit again retries from the last checkpoint.
@@ -186,7 +216,7 @@ def fit(cfg: RunConfig, run_dir: Union[str, os.PathLike]) -> RunSummary:
     default_threads = max(1, available_cpus() // world.local_size) if world.distributed else None
     with process_settings(cfg.execution, device, default_threads) as threads:
         try:
-            return _train(cfg, run_dir, device, threads, world)
+            return _train(cfg, run_dir, device, threads, world, notices)
         finally:  # the heartbeat means something only while the run trains
             if world.is_main:
                 clear_progress(run_dir)
@@ -248,7 +278,8 @@ def _restore_rng(state: dict, cfg: RunConfig, world: World) -> None:
                       "(dropout) differ from an uninterrupted run", RuntimeWarning, stacklevel=3)
 
 
-def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, world: World) -> dict:
+def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, world: World,
+           notices: Optional[list[str]] = None) -> dict:
     ex = cfg.execution
     main = world.is_main
     seed_everything(cfg.seed)
@@ -287,9 +318,17 @@ def _train(cfg: RunConfig, run_dir: Path, device: torch.device, threads: int, wo
            "world_size": world.size,
            "distributed": ({"backend": torch.distributed.get_backend(), "local_world_size": world.local_size,
                             "sync_bn": ex.sync_bn} if world.distributed else None)}
+    # What changes a run's numbers besides its config: recorded at every start, compared at each resume.
+    env["settings"] = {"threads": threads, "world_size": world.size, "device": str(device),
+                       "machine": env["device_name"], "amp": tr.amp_used, "cpu_bf16": env["amp"]["cpu_flag"],
+                       "channels_last": cfg.channels_last}
     if main:
         write_run_config(run_dir, cfg)
-        _write_env(RunDir(run_dir).env, env, state["epoch"] if state is not None else None)
+        changed = _write_env(RunDir(run_dir).env, env, state["epoch"] if state is not None else None, cfg.run_id)
+        if changed:
+            warnings.warn(changed, ResumeSettingsChanged, stacklevel=3)
+            if notices is not None:
+                notices.append(changed)
 
     if state is not None:
         _restore_rng(state, cfg, world)  # last, so nothing above shifts the streams

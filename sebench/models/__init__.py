@@ -94,6 +94,18 @@ def stage_ids(name: str) -> tuple[int, ...]:
     return tuple(cls.stage_ids)
 
 
+def check_options(name: str, kwargs: dict) -> None:
+    """UserError unless every key of `kwargs` is a constructor option of model `name` (without building it)."""
+    entry = get_entry(name)
+    # Options the entry fixes (depth, layout) are not the user's to change.
+    fixed = set(entry.builder.keywords) if isinstance(entry.builder, partial) else set()
+    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "se", "se_stages"} - fixed
+    unknown = set(kwargs) - accepted
+    if unknown:
+        raise UserError(f"{name} takes no option(s) {sorted(unknown)}", field="model.kwargs",
+                        fix=f"allowed: {', '.join(sorted(accepted)) or 'none'}")
+
+
 def build_model(name: str, num_classes: Optional[int] = None, se=None,
                 se_stages: Optional[Sequence[int]] = None, **kwargs) -> nn.Module:
     """Build a zoo model. `se`: None (no SE), a variant name, a dict of SE options or an SEConfig;
@@ -108,13 +120,7 @@ def build_model(name: str, num_classes: Optional[int] = None, se=None,
         if bad or not se_stages:
             raise UserError(f"{name} has no stage(s) {bad or '(empty list)'}", field="se_stages",
                             fix=f"allowed: {', '.join(map(str, allowed_stages))}")
-    # Options the entry fixes (depth, layout) are not the user's to change.
-    fixed = set(entry.builder.keywords) if isinstance(entry.builder, partial) else set()
-    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "se", "se_stages"} - fixed
-    unknown = set(kwargs) - accepted
-    if unknown:
-        raise UserError(f"{name} takes no option(s) {sorted(unknown)}", field="model.kwargs",
-                        fix=f"allowed: {', '.join(sorted(accepted)) or 'none'}")
+    check_options(name, kwargs)
     model = entry.builder(num_classes=num_classes or entry.num_classes, se=cfg, se_stages=se_stages,
                           **kwargs)
     model.input_size = entry.input_size
@@ -122,4 +128,4 @@ def build_model(name: str, num_classes: Optional[int] = None, se=None,
     return model
 
 
-__all__ = ["MODELS", "ModelEntry", "build_model", "get_entry", "stage_ids"]
+__all__ = ["MODELS", "ModelEntry", "build_model", "check_options", "get_entry", "stage_ids"]

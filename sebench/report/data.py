@@ -17,7 +17,7 @@ from typing import Optional
 
 from sebench.errors import UserError
 from sebench.spec import RunConfig, Spec, SweepAxis, SweepValue, expand, profile_axes
-from sebench.store import SPEED_COLUMNS, hardware_text
+from sebench.store import SPEED_COLUMNS, damaged_runs, hardware_text
 
 # Our metric names (spec.source.metrics keys) -> (header, runs.csv column, conversion, decimals, kind).
 # kind "quality": measured per seed, gets paired deltas and verdicts; "cost": counted (params, FLOPs).
@@ -389,7 +389,12 @@ def gather(spec: Spec, profile: str, results: str | Path, *, rows: Optional[list
     failed = [r for r in failed if r.row["run_id"] not in done_ids]
 
     metrics = [m for m in spec.source[0].metrics if m in METRICS] or list(DEFAULT_METRICS)
-    return ReportData(spec=spec, profile=profile, results=results, axes=axes, row_axes=row_axes,
+    notes = []
+    damaged = [d for d in damaged_runs(results, spec.name) if d.run_id in expected_ids]
+    if damaged:  # quarantined records: excluded, but counted where the table is read
+        notes.append(f"{len(damaged)} run record(s) of this table are damaged and excluded "
+                     f"({', '.join(d.run_id for d in damaged)}): `sebench doctor` lists them with the fix.")
+    return ReportData(notes=notes, spec=spec, profile=profile, results=results, axes=axes, row_axes=row_axes,
                       col_axis=col_idx, delta_axis=delta_axis, combos=combos, expected=expected,
                       pending=pending, finished=finished, failed=failed, unmatched=unmatched, stale=stale,
                       duplicates=duplicates, metrics=metrics, reference_root=reference_root)

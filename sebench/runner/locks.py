@@ -1,8 +1,11 @@
 """One runner per run: the lock file in each run directory.
 
 A lock is created atomically with its content (a hard link), so two runners started on the same spec never
-execute the same run twice; a lock left by a dead process on this host, or by an earlier attempt of the
-same SLURM job (requeued after preemption), is taken over. Checking and taking over happen under an flock
+execute the same run twice. It records the holder's host, pid, process start time (/proc/PID/stat) and
+boot id: the holder is alive only if the host matches and that pid still runs with the same start time in
+the same boot. A lock left by a dead process (or a pid reused since, or a reboot), or by an earlier attempt
+of the same SLURM job (requeued after preemption), is stale and taken over; another host's lock is kept
+and reported, never broken from here. Checking and taking over happen under an flock
 of the run directory, so two runners on one host cannot both take over the same stale lock.
 """
 
@@ -14,6 +17,7 @@ import secrets
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -33,22 +37,83 @@ def _read_lock(directory: Path) -> Optional[dict]:
     return holder if isinstance(holder, dict) else None
 
 
-def lock_holder_alive(directory: Path) -> bool:
+def _start_time(pid: int) -> Optional[int]:
+    """When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); None where
+    there is no /proc or no such process. A pid and its start time together name one process: a pid that
+    the kernel gave to another process since has another start time."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name start at field 3
+    except (OSError, ValueError, IndexError, TypeError, OverflowError):
+        return None
+
+
+def _boot_id() -> Optional[str]:
+    """This boot of this machine (Linux): differs after a reboot and between machines with one hostname."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class LockState:
+    """Who holds a run's lock: 'none' (no lock), 'alive' (a running process of this machine), 'stale' (its
+    process is gone: taken over, with `reason`) or 'foreign' (another host's: cannot be checked from here)."""
+
+    state: str
+    holder: Optional[dict] = None
+    reason: str = ""
+
+    def describe(self, directory: Path) -> str:
+        h = self.holder or {}
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(h["since"])) if isinstance(
+            h.get("since"), (int, float)) else "?"
+        return f"{directory / LOCK_NAME}: pid {h.get('pid')} on {h.get('host')} since {since}"
+
+
+def lock_state(directory: Path) -> LockState:
+    if not (directory / LOCK_NAME).exists():
+        return LockState("none")
     holder = _read_lock(directory)
-    if holder is None:
-        return False  # written atomically, so unreadable means damaged, not half-written
+    if holder is None:  # written atomically, so unreadable means damaged, not half-written
+        return LockState("stale", None, "the lock file is unreadable")
     job = _job_id()
     if job is not None and holder.get("job") == job and holder.get("pid") != os.getpid():
-        return False  # an earlier attempt of this very SLURM job (preempted, now requeued)
+        return LockState("stale", holder, f"an earlier attempt of SLURM job {job}")
     if holder.get("host") != socket.gethostname():
-        return True  # another machine's process: trust its lock (remove it by hand if that job died)
+        return LockState("foreign", holder, "held by another host, whose processes cannot be checked from here")
+    boot = holder.get("boot")
+    if boot is not None and boot != _boot_id():
+        return LockState("stale", holder, "written before a reboot, or on another machine of the same name")
     try:
-        os.kill(int(holder["pid"]), 0)
+        pid = int(holder["pid"])
+        os.kill(pid, 0)
     except (ProcessLookupError, ValueError, KeyError, TypeError, OverflowError):
-        return False
+        return LockState("stale", holder, f"process {holder.get('pid')} is gone")
     except PermissionError:
-        return True
-    return True
+        pass  # it exists, under another user
+    start = holder.get("start")
+    if start is not None and _start_time(pid) not in (None, start):
+        return LockState("stale", holder, f"pid {pid} now belongs to another process (its start time differs)")
+    return LockState("alive", holder)
+
+
+def lock_holder_alive(directory: Path) -> bool:
+    """Whether the lock holds: a live process of this machine, or another host's (not ours to break)."""
+    return lock_state(directory).state in ("alive", "foreign")
+
+
+def break_stale_lock(directory: Path) -> Optional[str]:
+    """Remove the run's lock if it is stale; returns the message saying whose and why (None otherwise)."""
+    if not (directory / LOCK_NAME).exists():
+        return None
+    with _directory_flock(directory):
+        st = lock_state(directory)
+        if st.state != "stale":
+            return None
+        (directory / LOCK_NAME).unlink(missing_ok=True)
+    return f"stale lock broken: {st.describe(directory)} ({st.reason})"
 
 
 @contextmanager
@@ -73,8 +138,9 @@ def _directory_flock(directory: Path):
 def _create_lock(lock: Path) -> bool:
     """Create `lock` with its content in one step (False when it exists): written to a temp file, then
     hard-linked into place, so no reader ever sees an empty lock file."""
+    # start + boot tell this process from a later one that reuses its pid, and this boot from another
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                         "job": _job_id()})
+                         "job": _job_id(), "start": _start_time(os.getpid()), "boot": _boot_id()})
     tmp = lock.with_name(f"{LOCK_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.write_text(record)
     try:

@@ -23,14 +23,15 @@ class PlanRow:
     and 'reused' in a sweep when another experiment's identical run is adopted) and its folder."""
 
     run: RunConfig
-    status: str  # finished | partial | failed | missing | locked; reusable (plan) | reused (run)
+    status: str  # finished | partial | failed | missing | locked | damaged; reusable (plan) | reused (run)
     directory: Path
     est_seconds: Optional[float] = None
 
 
 def run_status(directory: Path) -> str:
-    """finished | failed (as its summary says) | locked (a live runner holds it) | partial (it resumes from
-    a checkpoint) | missing."""
+    """finished | failed (as its summary says) | damaged (its summary cannot be trusted: quarantined, not
+    run until the user deletes it) | locked (a live runner holds it) | partial (it resumes from a
+    checkpoint) | missing."""
     run = RunDir(directory)
     status = run.recorded_status()
     if status is not None:
@@ -93,9 +94,9 @@ def todo_rows(spec: Spec, profile: str, results: Path, overrides: Optional[dict]
               only: Optional[dict[str, set[str]]] = None
               ) -> tuple[list[PlanRow], list[PlanRow], list[PendingRow]]:
     """(all rows, rows to run, pending rows): missing, partial (resumes) and failed (retried: the cause
-    may have been fixed) runs are to run; finished and locked ones are not."""
+    may have been fixed) runs are to run; finished, locked and damaged (quarantined) ones are not."""
     rows, pending = plan(spec, profile, results, overrides, only)
-    return rows, [r for r in rows if r.status not in ("finished", "locked")], pending
+    return rows, [r for r in rows if r.status not in ("finished", "locked", "damaged")], pending
 
 
 def log_plan(name: str, profile: str, rows: list[PlanRow], pending: list[PendingRow], todo: str, log) -> None:
@@ -106,7 +107,8 @@ def log_plan(name: str, profile: str, rows: list[PlanRow], pending: list[Pending
     count = Counter(r.status for r in rows)
     log(f"{name} [{profile}]: {len(rows)} runs: {count['finished']} finished, "
         + (f"{count['reused']} reused, " if count["reused"] else "")
-        + f"{count['locked']} running elsewhere, {todo}")
+        + f"{count['locked']} running elsewhere, "
+        + (f"{count['damaged']} damaged (quarantined), " if count["damaged"] else "") + todo)
 
 
 def find_reusable(rows: list[PlanRow], results: Path) -> dict[str, Path]:

@@ -62,8 +62,8 @@ def run_pooled(work: Callable[[Any, str], tuple[str, str, str]], queue: list[tup
     (killed, out of memory) fails only its run: its records stay for the next sweep to resume, and its
     slot gets a fresh pool for the runs still queued."""
     pools = make_pools(jobs, gpus)  # one process per job; with several GPUs each worker sees exactly one
+    futures = {}
     try:
-        futures = {}
         free = list(range(jobs))[::-1]
         while queue or futures:
             while queue and free:
@@ -84,9 +84,45 @@ def run_pooled(work: Callable[[Any, str], tuple[str, str, str]], queue: list[tup
                         gpu = assign_gpus(jobs, gpus)[j]
                         pools[j] = make_pools(1, [] if gpu is None else [gpu])[0]
                 end(rc, outcome, detail)
+    except KeyboardInterrupt:
+        # Ctrl-C: stop the workers now instead of waiting for their runs (each keeps its last epoch's
+        # checkpoint), then say which runs were stopped.
+        stop_pools(pools)
+        raise Interrupted([rc for _, rc in futures.values()]) from None
     finally:
-        for p in pools:
+        for p in pools:  # after stop_pools: only joins the pools' threads, closing their queues and semaphores
             p.shutdown(cancel_futures=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: `runs` (RunConfigs) were stopped mid-training, their workers ended."""
+
+    def __init__(self, runs: list) -> None:
+        super().__init__(f"{len(runs)} run(s) stopped")
+        self.runs = runs
+
+
+def stop_pools(pools: list[ProcessPoolExecutor], grace_s: float = 5.0) -> None:
+    """End every pool's worker process (SIGTERM, then SIGKILL after `grace_s`) and wait for it. A second
+    Ctrl-C meanwhile is ignored: it would leave workers (and their semaphores) behind."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        # ProcessPoolExecutor has no public way to end a busy worker: its _processes are the worker processes.
+        procs = [proc for pool in pools for proc in list((getattr(pool, "_processes", None) or {}).values())]
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(grace_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def visible_gpus() -> list[str]:

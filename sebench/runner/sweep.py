@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,11 +19,11 @@ from sebench.engine.builders import amp_refusal, device_kind
 from sebench.engine.env import available_cpus
 from sebench.errors import UserError
 from sebench.progress import SweepProgress
-from sebench.runner.locks import acquire_lock, release_lock
+from sebench.runner.locks import acquire_lock, break_stale_lock, lock_state, release_lock
 from sebench.runner.plan import labels_text, log_plan, plan, reuse_identical, run_status, with_execution
-from sebench.runner.pool import run_pooled, visible_gpus
+from sebench.runner.pool import Interrupted, run_pooled, visible_gpus
 from sebench.spec import RunConfig, Spec
-from sebench.store import RunDir, check_writable
+from sebench.store import RunDir, check_writable, clear_progress
 from sebench.tracking import LiveMirror
 
 
@@ -33,6 +34,15 @@ class SweepResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run_id, reason)
     locked: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # adopted from an identical finished run (reuse_identical)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (run_id, what and the fix): quarantined
+    foreign: list[tuple[str, str]] = field(default_factory=list)  # (run_id, whose lock): another host's, unverifiable
+
+    @property
+    def incomplete(self) -> bool:
+        """The spec's table lacks runs that no runner of this machine is doing: failed, damaged, or held by
+        another host's lock (which cannot be checked from here). A run a live local runner holds is not
+        counted: that runner completes it."""
+        return bool(self.failed or self.damaged or self.foreign)
 
     def outcomes(self):
         """(run_id, outcome) of every run of the sweep."""
@@ -52,6 +62,7 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
     launcher stops the others, instead of leaving them waiting in a collective.
     """
     from sebench.engine import RunFailed, distributed, fit
+    from sebench.engine.fit import ResumeSettingsChanged
 
     world = distributed.current()
     d = Path(directory)
@@ -69,20 +80,29 @@ def execute_one(rc: RunConfig, directory: str) -> tuple[str, str, str]:
         return rc.run_id, "locked", "another runner holds this run"
     if claimed == "skipped":
         return rc.run_id, "skipped", "finished by another runner meanwhile"
+    # fit's warning that a resume changed the execution settings goes back with the outcome instead: a
+    # worker's stderr may be lost under the progress display, and the parent prints it once (see `end`).
+    notices: list[str] = []
     try:
-        summary = fit(rc, d)
-        return rc.run_id, "finished", f"test top-1 err {summary.final_test_top1_err:.2f}%"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResumeSettingsChanged)
+            summary = fit(rc, d, notices=notices)
+        outcome, detail = "finished", f"test top-1 err {summary.final_test_top1_err:.2f}%"
     except RunFailed as exc:
-        return rc.run_id, "failed", str(exc)
+        outcome, detail = "failed", str(exc)
     except UserError as exc:
-        return rc.run_id, "failed", exc.render()
+        outcome, detail = "failed", exc.render()
     except Exception as exc:  # a bug or an environment problem in one run must not end the sweep
         if world.distributed:
             raise
-        return rc.run_id, "failed", f"{type(exc).__name__}: {exc}"
+        outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         if world.is_main:
             release_lock(d)
+    return rc.run_id, outcome, "".join([detail, *(NOTICE + n for n in notices)])
+
+
+NOTICE = "\nwarning: "  # separates execute_one's detail from the warnings it carries, one line each
 
 
 def check_data_parallel(runs: list[RunConfig], world_size: int, device: str = "auto",
@@ -111,11 +131,21 @@ def check_amp(runs: list[RunConfig], where: str) -> None:
                         where=where, field="amp", fix=exc.fix)
 
 
+def check_data_paths(runs: list[RunConfig], where: str) -> None:
+    """Every distinct data set and path of the runs to do exists, before any worker starts."""
+    from sebench.data.registry import check_data_path
+
+    for name, path, download in sorted({(rc.data.name, rc.execution.data_path, rc.execution.download)
+                                        for rc in runs}, key=str):
+        check_data_path(name, path, download, where=where)
+
+
 def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device: str = "auto",
               overrides: Optional[dict] = None, data_path: Optional[str] = None,
               cache_dir: Optional[str] = None, download: bool = False, progress: bool = True,
               sync_bn: Optional[bool] = None, wandb: bool = False,
-              only: Optional[dict[str, set[str]]] = None, reuse: bool = True, log=print) -> SweepResult:
+              only: Optional[dict[str, set[str]]] = None, reuse: bool = True,
+              memory_check: bool = True, max_memory_gb: Optional[float] = None, log=print) -> SweepResult:
     """Run the spec's missing/partial/failed runs of `profile` (`jobs` at a time); with `reuse`, a missing
     run whose recipe another experiment has finished is adopted instead (reuse_identical). With `wandb`,
     this process logs each run's epochs to W&B while it trains and mirrors each run that ends or is adopted
@@ -148,8 +178,22 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
             mirror.on_end(row.directory, "reused")
         elif row.status == "locked":
             result.locked.append(row.run.run_id)
+            st = lock_state(row.directory)
+            if st.state == "foreign":
+                result.foreign.append((row.run.run_id, f"{st.describe(row.directory)}: {st.reason}; if that "
+                                                       "job is no longer running, delete the lock file"))
+        elif row.status == "damaged":  # quarantined: never overwritten behind the user's back
+            from sebench.store import DamagedRun, read_checked_summary
+            try:
+                read_checked_summary(row.directory)
+            except UserError as err:
+                result.damaged.append((row.run.run_id, DamagedRun(row.directory, err).line()))
         else:  # missing, partial (resumes), failed (retried: the cause may have been fixed)
             todo.append(row)
+    if world.is_main:
+        for row in todo:  # a dead holder's lock (or a reused pid's) is taken over, and said so
+            if (message := break_stale_lock(row.directory)):
+                log(message)
     log_plan(spec.name, profile, rows, pending, f"{len(todo)} to run", log)
     if not todo:
         mirror.close()
@@ -164,6 +208,10 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
                               download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
     check_amp(configs, where=spec.path)
+    check_data_paths(configs, where=spec.path)
+    if memory_check:  # before any worker starts: one line, not an allocation of hundreds of GB
+        from sebench.engine.memory import check_memory
+        check_memory(configs, jobs=jobs, device=device, max_memory_gb=max_memory_gb, where=spec.path)
     start = time.time()
     reported = [0]
     directories = {r.run.run_id: r.directory for r in todo}
@@ -179,6 +227,9 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         mirror.on_start(directories[rc.run_id])
 
     def end(rc: RunConfig, outcome: str, detail: str) -> None:
+        detail, *notices = detail.split(NOTICE)
+        for line in notices:
+            log(f"warning: {line}")
         watch.ended(rc.run_id, outcome)
         mirror.on_end(directories[rc.run_id], outcome)
         if outcome == "finished":
@@ -197,9 +248,19 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
         if jobs <= 1:
             for rc, row in zip(configs, todo):
                 begin(rc, row.status, 0)
-                end(rc, *execute_one(rc, str(row.directory))[1:])
+                try:
+                    outcome = execute_one(rc, str(row.directory))
+                except KeyboardInterrupt:  # execute_one released the run's lock, fit cleared its heartbeat
+                    raise Interrupted([rc]) from None
+                end(rc, *outcome[1:])
         else:
-            run_pooled(execute_one, list(zip(configs, todo)), jobs, gpus, begin, end)
+            try:
+                run_pooled(execute_one, list(zip(configs, todo)), jobs, gpus, begin, end)
+            except Interrupted as stop:
+                for rc in stop.runs:  # their workers were ended: the locks are stale, the heartbeats too
+                    break_stale_lock(directories[rc.run_id])
+                    clear_progress(directories[rc.run_id])
+                raise
     return result
 
 
@@ -207,6 +268,11 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def print_failures(result: SweepResult, out=sys.stderr) -> None:
+def print_failures(result: SweepResult, out=None) -> None:
+    out = out or sys.stderr  # looked up per call (a default bound at import outlives a redirected stderr)
     for run_id, reason in result.failed:
         print(f"FAILED {run_id}: {reason}", file=out)
+    for _, line in result.damaged:
+        print(f"DAMAGED {line}", file=out)
+    for run_id, line in result.foreign:
+        print(f"LOCKED {run_id}: {line}", file=out)
