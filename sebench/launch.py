@@ -34,6 +34,9 @@ FORWARDED: tuple[tuple[str, str, str], ...] = (
     ("sync_bn", "--sync-bn", "flag"),
     ("wandb", "--wandb", "flag"),
     ("no_reuse", "--no-reuse", "flag"),
+    ("max_runs", "--max-runs", "value"),
+    ("max_memory", "--max-memory", "value"),
+    ("ignore_memory_check", "--ignore-memory-check", "flag"),
 )
 # Options of the launcher itself (meaningless inside the ranks).
 NOT_FORWARDED = frozenset({"spec", "launcher", "nproc", "jobs", "partition", "gpus_per_node", "time",
