@@ -18,7 +18,7 @@ Shortcut where the width changes (every stage's first block, the first stage's t
 the block's stride) and one the odd pixels (shifted by one, zero padded), each through a 1x1 conv to half
 the width, concatenated and batch-normalised. Other blocks add the identity.
 
-SE-Shake-Shake (SE paper, source 003, CIFAR-10 table): the seeds do not say where the SE module goes in a
+SE-Shake-Shake (SE paper, source 003, CIFAR-10 table): the sources do not say where the SE module goes in a
 two-branch block. Our reading, that of SE-ResNet and SE-ResNeXt (SE recalibrates the residual function's
 output before it is added to the identity; ResNeXt's branches are aggregated first): one SE module per
 block on the shaken mixture alpha * b1 + (1 - alpha) * b2, before the addition (SE_<stage>_<block>, 12 in
