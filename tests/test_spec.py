@@ -283,6 +283,18 @@ def test_plan_estimate_is_epochs_times_the_calibrated_rate_and_says_when_the_cpu
     assert "measured while the CPU was busy, load 2.4 on 2 cores: too high" in capsys.readouterr().out
 
 
+def test_estimate_counts_se_surgery(monkeypatch):
+    """A run with SE surgery costs more than its plain network: estimate.py builds the model as the run does."""
+    from sebench import estimate
+    from sebench.spec import SurgeryCfg
+
+    monkeypatch.setattr(estimate, "_training_rate", lambda device: 1e9)
+    plain = RunConfig(model={"name": "resnet20"}, data={"name": "cifar10-embedded"}, epochs=1)
+    surgery = plain.model_copy(update={"model": plain.model.model_copy(
+        update={"surgery": SurgeryCfg(min_channels=16, latent_channels=4)})})
+    assert estimate.estimate_seconds(surgery, "cpu") > estimate.estimate_seconds(plain, "cpu")
+
+
 def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tmp_path, capsys, monkeypatch):
     """A row whose recipe (seed aside) already finished here is estimated by those runs' median wall time,
     not by the calibration; runs on another device model, adopted runs and other recipes do not count."""

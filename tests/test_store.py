@@ -63,3 +63,22 @@ def test_corrupt_middle_line_is_an_error_and_missing_file_is_empty(tmp_path):
         read_jsonl(log)
     write_jsonl(log, [{"a": 1}])
     assert read_jsonl(log) == [{"a": 1}]
+
+
+def test_every_committed_summary_reads_through_the_one_schema_and_round_trips():
+    """records.RunSummary reads every summary.json committed under results/ (schema 1: no version key) back
+    to exactly what the file holds, and refuses a newer schema instead of guessing at it."""
+    from pathlib import Path
+
+    from sebench.records import SUMMARY_SCHEMA, RunSummary
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/*/summary.json"))
+    assert len(paths) > 100
+    for path in paths:
+        on_disk = json.loads(path.read_text())
+        summary = RunSummary.read(path)
+        assert summary.schema_version == on_disk.get("schema_version", 1) <= SUMMARY_SCHEMA, path
+        written = summary.to_json()
+        assert written == {"schema_version": summary.schema_version, **on_disk}, path
+    with pytest.raises(UserError, match="newer than this sebench"):
+        RunSummary.parse({**on_disk, "schema_version": SUMMARY_SCHEMA + 1}, "x/summary.json")

@@ -20,6 +20,7 @@ import math
 import re
 import textwrap
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -249,7 +250,18 @@ def _annotate(ax, items: list[tuple[str, tuple[float, float]]], fontsize: float 
         placed.append(box)
 
 
-def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list[float], list[float], int]:
+@dataclass(frozen=True)
+class Curve:
+    """One arm's test error per epoch over its seeds: the mean, the min-max band, and how many runs."""
+
+    epochs: list[int]
+    means: list[float]
+    low: list[float]
+    high: list[float]
+    n: int
+
+
+def _curve(data: ReportData, combo: Combo) -> Curve:
     per_epoch: dict[int, list[float]] = {}
     n = 0
     for run in data.runs(combo).values():
@@ -261,7 +273,7 @@ def _curve(data: ReportData, combo: Combo) -> tuple[list[int], list[float], list
                 per_epoch.setdefault(int(rec["epoch"]), []).append(float(rec["test_top1_err"]))
     epochs = sorted(per_epoch)
     means = [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
-    return epochs, means, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs], n
+    return Curve(epochs, means, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs], n)
 
 
 ZOOM = 0.25  # the zoomed panel shows this last share of the epochs
@@ -279,7 +291,7 @@ def zoom_window(last_epoch: int) -> Optional[tuple[int, int]]:
 def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
     combos = [c for c in data.combos if data.runs(c)]
     curves = {c: _curve(data, c) for c in combos}
-    curves = {c: v for c, v in curves.items() if v[0]}
+    curves = {c: v for c, v in curves.items() if v.epochs}
     if not curves:
         return []
     _, marker, linestyle = _style(data)
@@ -290,29 +302,29 @@ def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
     def color(combo):  # one colour per configuration: a few lines, each must be told apart
         return cmap(list(curves).index(combo) % 10)
 
-    window = zoom_window(max(e for v in curves.values() for e in v[0]))
+    window = zoom_window(max(e for v in curves.values() for e in v.epochs))
     fig = _figure(14 if window else 12, 6.2)
     if window:
         ax, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     else:
         ax, zoom = fig.subplots(), None
-    few = max(len(v[0]) for v in curves.values()) <= 3
-    for combo, (epochs, means, lo, hi, n) in curves.items():
+    few = max(len(v.epochs) for v in curves.values()) <= 3
+    for combo, cv in curves.items():
         for a in (ax, zoom) if zoom is not None else (ax,):
-            a.plot(epochs, means, linestyle=linestyle(combo), marker=marker(combo) if few or a is zoom else None,
-                   markersize=3.5, color=color(combo), label=f"{data.short_label(combo)} (n={n})")
-            if n > 1:
-                a.fill_between(epochs, lo, hi, color=color(combo), alpha=0.15, linewidth=0)
+            a.plot(cv.epochs, cv.means, linestyle=linestyle(combo), marker=marker(combo) if few or a is zoom else None,
+                   markersize=3.5, color=color(combo), label=f"{data.short_label(combo)} (n={cv.n})")
+            if cv.n > 1:
+                a.fill_between(cv.epochs, cv.low, cv.high, color=color(combo), alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 error (%)")
     ax.grid(True, alpha=0.3)
     if few:
-        ax.set_xticks(sorted({e for v in curves.values() for e in v[0]}))
+        ax.set_xticks(sorted({e for v in curves.values() for e in v.epochs}))
     what = "Lines: test top-1 error after each epoch (metrics.jsonl), mean over seeds; shaded band: min-max over seeds."
     if zoom is not None:
         first, last = window
-        inside = [y for epochs, means, lo, hi, _ in curves.values()
-                  for e, *ys in zip(epochs, means, lo, hi) if first <= e <= last for y in ys]
+        inside = [y for cv in curves.values()
+                  for e, *ys in zip(cv.epochs, cv.means, cv.low, cv.high) if first <= e <= last for y in ys]
         pad = max(0.05, 0.08 * (max(inside) - min(inside)))
         zoom.set_xlim(first - 0.3, last + 0.3)
         zoom.set_ylim(min(inside) - pad, max(inside) + pad)  # fitted to the window: the arms' gap fills it
