@@ -207,11 +207,15 @@ def run_sweep(spec: Spec, profile: str, results: Path, *, jobs: int = 1, device:
     configs = [with_execution(r.run, device=device, threads=threads, data_path=data_path, cache_dir=cache_dir,
                               download=download, progress=False, sync_bn=sync_bn)
                for r in todo]
-    check_amp(configs, where=spec.path)
-    check_data_paths(configs, where=spec.path)
-    if memory_check:  # before any worker starts: one line, not an allocation of hundreds of GB
-        from sebench.engine.memory import check_memory
-        check_memory(configs, jobs=jobs, device=device, max_memory_gb=max_memory_gb, where=spec.path)
+    try:
+        check_amp(configs, where=spec.path)
+        check_data_paths(configs, where=spec.path)
+        if memory_check:  # before any worker starts: one line, not an allocation of hundreds of GB
+            from sebench.engine.memory import check_memory
+            check_memory(configs, jobs=jobs, device=device, max_memory_gb=max_memory_gb, where=spec.path)
+    except UserError:
+        mirror.close()  # the adopted runs it may have mirrored above are closed, not left open
+        raise
     start = time.time()
     reported = [0]
     directories = {r.run.run_id: r.directory for r in todo}
