@@ -100,7 +100,8 @@ def backend_for(device: str) -> str:
 @contextmanager
 def process_group(device: str = "cpu", timeout_min: float = 30.0) -> Iterator[World]:
     """Join the process group the launcher described (env://) for the duration of the block; yield the
-    world. `device`: the runs' device, resolved (builders.device_kind), which picks the backend. Without a launcher (or WORLD_SIZE=1) nothing is initialised and the world has one process."""
+    world. `device`: the runs' device, resolved (builders.device_kind), which picks the backend. Without a
+    launcher (or WORLD_SIZE=1) nothing is initialised and the world has one process."""
     env = launched_world()
     if env is None or env.size == 1 or (dist.is_available() and dist.is_initialized()):
         yield current() if env is not None and env.size > 1 else World()

@@ -58,9 +58,9 @@ def make_pools(jobs: int, gpus: list[str]) -> list[ProcessPoolExecutor]:
 
 def run_pooled(work: Callable[[Any, str], tuple[str, str, str]], queue: list[tuple[Any, Any]], jobs: int,
                gpus: list[str], begin, end) -> None:
-    """Run `work(rc, directory)` for each (RunConfig, PlanRow) of the queue on `jobs` single-process pools (one GPU each where there are GPUs). A worker that dies
-    (killed, out of memory) fails only its run: its records stay for the next sweep to resume, and its
-    slot gets a fresh pool for the runs still queued."""
+    """Run `work(rc, directory)` for each (RunConfig, PlanRow) of the queue on `jobs` single-process pools
+    (one GPU each where there are GPUs). A worker that dies (killed, out of memory) fails only its run: its
+    records stay for the next sweep to resume, and its slot gets a fresh pool for the runs still queued."""
     pools = make_pools(jobs, gpus)  # one process per job; with several GPUs each worker sees exactly one
     futures = {}
     try:
