@@ -349,8 +349,7 @@ def iter_summaries(root: PathLike, damaged: Optional[list] = None) -> Iterator[t
     `damaged` to receive it as a DamagedRun (collect, report and doctor show them; see damaged_runs)."""
     for path in sorted(Path(root).glob("runs/*/*/summary.json")):
         try:
-            summary = RunSummary.read(path)
-            check_summary(path.parent, summary)
+            summary = read_checked_summary(path.parent)
         except UserError as err:
             if damaged is not None:
                 damaged.append(DamagedRun(path.parent, err))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sebench.store import LOCK_NAME
+from sebench.store import LOCK_NAME, RunDir
 
 
 def _job_id() -> Optional[str]:
@@ -31,7 +31,7 @@ def _job_id() -> Optional[str]:
 
 def _read_lock(directory: Path) -> Optional[dict]:
     try:
-        holder = json.loads((directory / LOCK_NAME).read_text())
+        holder = json.loads(RunDir(directory).lock.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return holder if isinstance(holder, dict) else None
@@ -69,11 +69,11 @@ class LockState:
         h = self.holder or {}
         since = time.strftime("%Y-%m-%d %H:%M", time.localtime(h["since"])) if isinstance(
             h.get("since"), (int, float)) else "?"
-        return f"{directory / LOCK_NAME}: pid {h.get('pid')} on {h.get('host')} since {since}"
+        return f"{RunDir(directory).lock}: pid {h.get('pid')} on {h.get('host')} since {since}"
 
 
 def lock_state(directory: Path) -> LockState:
-    if not (directory / LOCK_NAME).exists():
+    if not RunDir(directory).lock.exists():
         return LockState("none")
     holder = _read_lock(directory)
     if holder is None:  # written atomically, so unreadable means damaged, not half-written
@@ -106,13 +106,13 @@ def lock_holder_alive(directory: Path) -> bool:
 
 def break_stale_lock(directory: Path) -> Optional[str]:
     """Remove the run's lock if it is stale; returns the message saying whose and why (None otherwise)."""
-    if not (directory / LOCK_NAME).exists():
+    if not RunDir(directory).lock.exists():
         return None
     with _directory_flock(directory):
         st = lock_state(directory)
         if st.state != "stale":
             return None
-        (directory / LOCK_NAME).unlink(missing_ok=True)
+        RunDir(directory).lock.unlink(missing_ok=True)
     return f"stale lock broken: {st.describe(directory)} ({st.reason})"
 
 
@@ -164,7 +164,7 @@ def acquire_lock(directory: Path) -> bool:
     """Take the run's lock; False when a live process holds it. A stale lock (dead pid on this host,
     or an earlier attempt of this SLURM job) is taken over."""
     directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / LOCK_NAME
+    lock = RunDir(directory).lock
     with _directory_flock(directory):
         for _ in range(2):
             if _create_lock(lock):
@@ -180,4 +180,4 @@ def release_lock(directory: Path) -> None:
     holder = _read_lock(directory)
     if holder is not None and (holder.get("pid"), holder.get("host")) != (os.getpid(), socket.gethostname()):
         return
-    (directory / LOCK_NAME).unlink(missing_ok=True)
+    RunDir(directory).lock.unlink(missing_ok=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 from sebench.tracking import core, runs
+from sebench.store import LOCK_NAME, RunDir
 from sebench.tracking.core import _abandon, _finish, _import_wandb, _read_json, _warn_once
 
-LOCK_FILE = ".lock"  # runner.LOCK_NAME: the lock a run's trainer holds, read to tell our workers' runs apart
+LOCK_FILE = LOCK_NAME  # the lock a run's trainer holds (runner.locks), read to tell our workers' runs apart
 
 
 @dataclass
@@ -115,7 +116,7 @@ class LiveMirror:
         self._watch[run_dir] = _Watch(since, fresh)
 
     def _ours(self, run_dir: Path, since: float) -> bool:
-        lock = _read_json(run_dir / LOCK_FILE)
+        lock = _read_json(RunDir(run_dir).lock)
         return lock.get("host") == socket.gethostname() and float(lock.get("since") or 0) >= since - 1.0
 
     def _poll(self) -> None:
