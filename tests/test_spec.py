@@ -377,3 +377,38 @@ def test_a_sweep_runs_seed_major_so_a_partial_table_stays_paired(tmp_path):
     only = parse_only(["method=Default", "method=SE module"], spec, "paper")
     assert [(r.run.seed, r.run.labels["method"]) for r in plan(spec, "paper", tmp_path, only=only)[0]][:4] == [
         (0, "Default"), (0, "SE module"), (1, "Default"), (1, "SE module")]
+
+
+CIFAR100_CPU_SPECS = ["ablation_excitation", "ablation_stages", "ablation_nosqueeze", "ablation_integration",
+                      "ablation_reduction", "ablation_squeeze"]
+
+
+@pytest.mark.parametrize("profile", ["full12", "full40"])
+@pytest.mark.parametrize("name", CIFAR100_CPU_SPECS)
+def test_cifar100_ablations_reuse_the_main_tables_se_and_plain_runs(name, profile):
+    """Issue 35: in _base/cifar100_cpu.yaml's profiles an ablation's standard-SE and no-SE rows are exactly
+    cifar100_se_vs_baseline's runs (same recipe_key, so they are adopted, not trained again): the ablation
+    base's ImageNet ResNet-50, bias-free FCs and label smoothing must all be reset, and full40 differs from
+    full12 in the schedule length only."""
+    from sebench.store import recipe_key
+
+    main_runs, _ = expand(load_spec(ROOT / "experiments" / "cifar100_se_vs_baseline.yaml"), profile)
+    main_keys = {recipe_key(r) for r in main_runs}
+    runs, pending = expand(load_spec(ROOT / "experiments" / f"{name}.yaml"), profile)
+    assert not pending and {r.seed for r in runs} == {0, 1, 2}
+    assert {(r.model.name, r.data.name, r.optim.label_smoothing) for r in runs} == {("resnet20", "cifar100", 0.0)}
+    assert {r.epochs for r in runs} == {12 if profile == "full12" else 40}
+    shared = [r for r in runs if recipe_key(r) in main_keys]
+    plain = [r for r in shared if r.model.se is None]
+    assert len(plain) == 3, "the no-SE row of every seed is the main table's ResNet-20"
+    assert len(shared) == 6, "the standard-SE row of every seed (SE_All for stages) is the main table's SE-ResNet-20"
+
+
+def test_the_40_epoch_cifar100_profile_is_full12_at_40_epochs():
+    spec = load_spec(ROOT / "experiments" / "cifar100_se_vs_baseline.yaml")
+    short, _ = expand(spec, "full12")
+    long, _ = expand(spec, "full40")
+    assert len(short) == len(long) == 10
+    for a, b in zip(short, long):
+        assert (a.seed, a.labels) == (b.seed, b.labels) and (a.epochs, b.epochs) == (12, 40)
+        assert a.model_dump(exclude={"epochs", "profile"}) == b.model_dump(exclude={"epochs", "profile"})
