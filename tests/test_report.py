@@ -588,3 +588,67 @@ def test_paired_profiles_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert main(["report", str(spec_path), *argv, "--results", str(results)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+TINY_GATES = """
+title: "Tiny: excitation gate ablation (synthetic store)"
+source: {file: 003_a73290d79b60d9ae.txt, table: "Ablation: excitation operator", reference: 003_ablation_excitation.csv,
+         metrics: {top1_err: "top-1 err."}}
+base:
+  model: {name: resnet20, se: {variant: se, reduction: 16}}
+  data: {name: cifar10-embedded}
+  epochs: 2
+  batch_size: 64
+seeds: [0, 1, 2, 3, 4]
+sweep:
+  - axis: excitation
+    ref: row
+    values:
+      - {label: ReLU, ref: ReLU, set: {model.se.gate: relu}}
+      - {label: Tanh, ref: Tanh, set: {model.se.gate: tanh}}
+      - {label: Sigmoid, ref: Sigmoid, baseline: true, set: {model.se.gate: sigmoid}}
+      - {label: "no SE", set: {model: {se: null}}}
+profiles:
+  quick: {}
+"""
+
+NOISE = (0.0, 0.1, -0.1, 0.05, -0.05)
+
+
+@pytest.mark.parametrize("no_se, relu, expected", [
+    # no SE 2 points better than SE: SE hurts; ReLU removes the harm, tanh's change is noise
+    (-2.0, -2.0, "Standard SE hurts in this setting; the rows resolved better than Sigmoid (ReLU) remove at "
+                 "least part of that harm."),
+    (-2.0, 0.0, "Standard SE hurts in this setting; no row is resolved better than Sigmoid, so no design "
+                "choice here is shown to remove it."),
+    (+2.0, +3.0, "Standard SE helps in this setting; the rows resolved worse than Sigmoid (ReLU) lose at least "
+                 "part of that gain."),
+    (None, +3.0, "SE's own effect is not resolved here, so the other rows say which design choices differ "
+                 "from Sigmoid, not whether they remove a harm or keep a gain."),
+])
+def test_an_ablation_against_standard_se_says_how_to_read_it_from_ses_own_effect(tmp_path, no_se, relu, expected):
+    """Issue 35: an ablation's rows compare with standard SE; whether a row 'removes SE's harm' or 'keeps its
+    gain' depends on SE's own effect (the no-SE context row), which the table states from its own verdicts."""
+    sigmoid = {s: 40.0 + s for s in range(5)}
+    wobble = (1.5, -1.2, 0.9, -1.4, 1.1)  # an unresolved no-SE row: differences of both signs
+    errors = {
+        ("Sigmoid",): sigmoid,
+        ("ReLU",): {s: v + relu + NOISE[s] for s, v in sigmoid.items()},
+        ("Tanh",): {s: v + NOISE[(s + 2) % 5] for s, v in sigmoid.items()},
+        ("no SE",): {s: v + (wobble[s] if no_se is None else no_se + NOISE[(s + 1) % 5])
+                     for s, v in sigmoid.items()},
+    }
+    spec, _, results = make_store(tmp_path, TINY_GATES, "tiny_gates", errors)
+    report_spec(spec, "quick", results, plots=False)
+    text = (results / "quick" / "tables" / "tiny_gates.md").read_text()
+    note = next(line for line in text.splitlines() if "SE's own effect here" in line)
+    sign = "+" if no_se is not None and no_se < 0 else "-"  # SE − no SE flips the no-SE row's delta (wobble: +0.18)
+    assert f"Sigmoid − no SE = {sign}" in note and "(n=5;" in note
+    assert note.endswith(expected), note
+
+
+def test_no_se_effect_note_where_the_baseline_is_no_se(cifar_store):
+    """SE vs original (baseline: no SE) states SE's effect in its own delta column: no extra note."""
+    spec, _, results = cifar_store
+    report_spec(spec, "quick", results, plots=False)
+    assert "SE's own effect here" not in (results / "quick" / "tables" / "tiny_cifar.md").read_text()

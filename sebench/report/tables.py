@@ -24,7 +24,8 @@ from sebench.report.data import (ACCURACY_METRICS, METRICS, Combo, Comparison, R
                                  duration, fmt_num, hardware_by_cell, hardware_label, profile_caveat, seeds_label,
                                  trained_seconds, unique)
 from sebench.report.stats import INTERVAL_METHOD, PairedDelta, by_seed, mean_std, paired_delta
-from sebench.report.verdicts import KINDS, RULES, Judgement, Question, judge_family, margin_for
+from sebench.report.verdicts import (BETTER, EQUIVALENT, KINDS, RULES, WORSE, Judgement, Question, judge_family,
+                                     margin_for)
 
 VERDICTS = KINDS  # the verdict kinds a table counts (sebench.report.verdicts defines each)
 
@@ -247,11 +248,66 @@ def build_table(data: ReportData) -> Table:
         rows.append(cells)
 
     footnotes += _footnotes(data, metrics)
+    footnotes += se_effect_notes(data, judged, quality)
     header = _header(data, metrics, base_label, delta_on_cols)
     return Table(name=spec.name, title=spec.title, profile=data.profile, header=header, columns=columns,
                  rows=rows, footnotes=footnotes, records=records, verdicts=verdicts,
                  n_finished=len(data.all_runs()), n_failed=len(data.failed),
                  n_planned=sum(len(rcs) for rcs in data.expected.values()))
+
+
+def _removes_se(value) -> bool:
+    """A sweep value that trains the network without SE (`model.se: null`, dotted or nested)."""
+    sets = value.set
+    if "model.se" in sets:
+        return sets["model.se"] is None
+    model = sets.get("model")
+    return isinstance(model, dict) and "se" in model and model["se"] is None
+
+
+def se_effect_notes(data: ReportData, judged: dict, quality: list[str]) -> list[str]:
+    """How to read an ablation whose deltas are against standard SE: they say which design choice removes a
+    harm or keeps a gain only where SE's own effect (standard SE − the no-SE context row) is resolved. One
+    note per no-SE cell on the first quality metric, from the table's own verdicts (Holm within the table)."""
+    if data.delta_axis is None or not quality:
+        return []
+    axis = data.axes[data.delta_axis]
+    base = data.baseline_value(data.delta_axis)
+    no_se = {v.label for v in axis.values if _removes_se(v)}
+    if base is None or _removes_se(base) or not no_se:
+        return []
+    metric, notes = quality[0], []
+    d = METRICS[metric][3]
+    for (combo, m), (comp, j) in judged.items():
+        if m != metric or combo[data.delta_axis] not in no_se or not comp.seeds:
+            continue
+        where = ", ".join(f"{a.axis}={label}" for i, (a, label) in enumerate(zip(data.axes, combo))
+                          if i != data.delta_axis)
+        effect = f"{-j.mean:+.{d}f}" + (f" [{-j.high:+.{d}f}, {-j.low:+.{d}f}]" if j.low is not None else "")
+        head = (f"SE's own effect here{f' ({where})' if where else ''}: {base.label} − {combo[data.delta_axis]} "
+                f"= {effect} {METRICS[metric][0]} (n={j.n}; the no-SE row's verdict against {base.label}: "
+                f"{j.verdict.text}).")
+        others = {kind: [c[data.delta_axis] for (c, mm), (_, jj) in judged.items()
+                         if mm == metric and jj.vs_zero.kind == kind and c[data.delta_axis] not in no_se
+                         and all(c[i] == combo[i] for i in range(len(combo)) if i != data.delta_axis)]
+                  for kind in (BETTER, WORSE)}
+        kind = j.vs_zero.kind
+        if kind == BETTER:  # no SE beats standard SE: SE hurts
+            fix = (f"the rows resolved better than {base.label} ({', '.join(others[BETTER])}) remove at least "
+                   "part of that harm" if others[BETTER] else
+                   f"no row is resolved better than {base.label}, so no design choice here is shown to remove it")
+            notes.append(f"{head} Standard SE hurts in this setting; {fix}.")
+        elif kind == WORSE:  # standard SE beats no SE: SE helps
+            lose = (f"the rows resolved worse than {base.label} ({', '.join(others[WORSE])}) lose at least part "
+                    "of that gain" if others[WORSE] else f"no row is resolved worse than {base.label}")
+            notes.append(f"{head} Standard SE helps in this setting; {lose}.")
+        elif kind == EQUIVALENT:
+            notes.append(f"{head} Standard SE is equivalent to no SE here: the other rows compare design choices "
+                         "of an SE block without an effect of its own beyond the margin.")
+        else:
+            notes.append(f"{head} SE's own effect is not resolved here, so the other rows say which design "
+                         f"choices differ from {base.label}, not whether they remove a harm or keep a gain.")
+    return notes
 
 
 def judge_table(data: ReportData) -> list[tuple[Comparison, Judgement]]:
