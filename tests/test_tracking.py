@@ -20,6 +20,7 @@ import yaml
 
 from sebench import tracking
 from sebench.cli import main
+from sebench.store import RunDir
 
 wandb = pytest.importorskip("wandb")
 
@@ -342,7 +343,7 @@ def test_live_mirror_skips_other_runners_runs_and_a_discarded_attempt(fresh, tmp
     import time
 
     run = _run_folder(tmp_path, "x", [{"epoch": 1, "test_top1_err": 99.0, "time": 1.0}])  # an old attempt's
-    lock = run / tracking.LOCK_FILE
+    lock = RunDir(run).lock  # the lock a run's trainer holds (runner.locks)
     lock.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "since": time.time() - 60}))
     mirror = tracking.LiveMirror(mode="offline", poll=0.1)
     mirror.on_start(run)

@@ -287,9 +287,9 @@ def se_effect_notes(data: ReportData, judged: dict, quality: list[str]) -> list[
         head = (f"SE's own effect here{f' ({where})' if where else ''}: {base.label} − {combo[data.delta_axis]} "
                 f"= {effect} {METRICS[metric][0]} (n={j.n}; the no-SE row's verdict against {base.label}: "
                 f"{j.verdict.text}).")
-        others = {kind: [c[data.delta_axis] for (c, mm), (_, jj) in judged.items()
+        others = {kind: [c[data.delta_axis] for (c, mm), (cc, jj) in judged.items()
                          if mm == metric and jj.vs_zero.kind == kind and c[data.delta_axis] not in no_se
-                         and all(c[i] == combo[i] for i in range(len(combo)) if i != data.delta_axis)]
+                         and cc.base == comp.base]  # the same cell of the other axes: the same baseline
                   for kind in (BETTER, WORSE)}
         kind = j.vs_zero.kind
         if kind == BETTER:  # no SE beats standard SE: SE hurts

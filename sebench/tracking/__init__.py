@@ -29,11 +29,11 @@ measures.
 
 from sebench.tracking.core import (api_key_available, base_url, default_dir, flatten, logged_so_far,
                                    read_transaction_log, resolve_mode)
-from sebench.tracking.live import LOCK_FILE, LiveMirror
+from sebench.tracking.live import LiveMirror
 from sebench.tracking.runs import (arm_text, excitation_by_stage, mirror_report, mirror_run, mirror_table,
                                    table_run_id)
 from sebench.tracking.sync import offline_runs, sync_offline
 
-__all__ = ["LOCK_FILE", "LiveMirror", "api_key_available", "arm_text", "base_url", "default_dir",
+__all__ = ["LiveMirror", "api_key_available", "arm_text", "base_url", "default_dir",
            "excitation_by_stage", "flatten", "logged_so_far", "mirror_report", "mirror_run", "mirror_table",
            "offline_runs", "read_transaction_log", "resolve_mode", "sync_offline", "table_run_id"]

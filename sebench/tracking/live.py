@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from sebench.store import RunDir
 from sebench.tracking import core, runs
-from sebench.store import LOCK_NAME, RunDir
 from sebench.tracking.core import _abandon, _finish, _import_wandb, _read_json, _warn_once
-
-LOCK_FILE = LOCK_NAME  # the lock a run's trainer holds (runner.locks), read to tell our workers' runs apart
 
 
 @dataclass
