@@ -414,6 +414,8 @@ def cmd_report(args) -> int:
         print(rep.table.markdown())
     for rep in reports:
         print(f"{rep.spec.name}: " + ", ".join(str(p) for p in rep.tables + rep.plots))
+        for other, what, paths in rep.paired:
+            print(f"{rep.spec.name} paired with {other} ({what}): " + ", ".join(str(p) for p in paths))
     if index is not None:
         print(f"index: {index}")
     if args.wandb:
@@ -425,7 +427,7 @@ def cmd_report(args) -> int:
 
 
 def _report_pair(args) -> int:
-    from sebench.report.pairing import report_pair
+    from sebench.report.build import report_pair
 
     if args.spec == "all":
         raise UserError("--paired-with pairs two profiles of one spec, not of 'all'", field="SPEC",

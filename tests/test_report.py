@@ -538,6 +538,7 @@ sweep:
 profiles:
   fp32: {description: "the recipe"}
   bf16: {description: "the recipe with bf16 autocast", set: {amp: bf16}}
+  long: {description: "the recipe over twice the epochs", set: {epochs: 6}}
 """
 
 
@@ -575,6 +576,94 @@ def test_paired_profiles_give_per_row_deltas_and_name_what_differs(tmp_path, cap
     assert se["n"] == "1" and se["n_against"] == "2"
     assert "+0.50 (n=1, no interval)" in md
     assert (tables / "tiny_pairs_vs_fp32.tex").read_text().startswith("% tiny_pairs_vs_fp32")
+
+
+# Schedule length: SE − plain per seed is -1.0, -1.1, +0.2 at 3 epochs and -0.5, -1.2, -0.5 at 6, so the
+# effect changes by +0.5, -0.1, -0.7 (mean -0.1, sd 0.6). Seed 2's SE run at 6 epochs is on another CPU.
+SHORT = {("original",): {0: 10.0, 1: 10.5, 2: 9.0}, ("SENet",): {0: 9.0, 1: 9.4, 2: 9.2}}
+LONG = {("original",): {0: 8.0, 1: 8.6, 2: 7.5}, ("SENet",): {0: 7.5, 1: 7.4, 2: 7.0}}
+EPYC = "AMD EPYC [avx512_bf16]"
+
+
+def schedule_store(tmp_path):
+    make_store(tmp_path, TINY_PAIRS, "tiny_pairs", SHORT, profile="fp32", per_run=lambda rc: {"device_name": EPYC})
+    return make_store(tmp_path, TINY_PAIRS, "tiny_pairs", LONG, profile="long", per_run=lambda rc: {
+        "device_name": "Intel(R) Xeon(R) [amx_bf16]" if (rc.seed, rc.model.se is None) == (2, False) else EPYC})
+
+
+def test_schedule_pair_reports_how_the_longer_schedule_changes_the_effect(tmp_path, capsys):
+    from sebench.report.data import gather
+    from sebench.report.pairing import profile_pair
+
+    spec, spec_path, results = schedule_store(tmp_path)
+    short, long = gather(spec, "fp32", results), gather(spec, "long", results)
+    for a, b in ((short, long), (long, short)):  # ordered whichever way it is asked: longer − shorter
+        pair = profile_pair(a, b)
+        assert (pair.changed, pair.reference, pair.field) == (long, short, "epochs")
+        assert (pair.side(long), pair.side(short)) == ("6 epochs", "3 epochs")
+    assert main(["report", str(spec_path), "--profile", "long", "--paired-with", "fp32",
+                 "--results", str(results)]) == 0
+    tables = results / "long" / "tables"
+    md = (tables / "tiny_pairs_vs_fp32.md").read_text()
+    assert "- **Differs in:** epochs: 6 vs 3" in md
+    rows = {(r["kind"], r["row"]): r for r in read_csv(tables / "tiny_pairs_vs_fp32.csv")}
+    assert float(rows[("arm", "original")]["delta"]) == pytest.approx((-2.0 - 1.9 - 1.5) / 3)
+    eff = rows[("effect", "SENet − original")]
+    assert float(eff["mean"]) == pytest.approx((-0.5 - 1.2 - 0.5) / 3)  # the effect at 6 epochs
+    assert float(eff["mean_against"]) == pytest.approx((-1.0 - 1.1 + 0.2) / 3)  # and at 3
+    short_effects = (-1.0, -1.1, 0.2)
+    assert float(eff["std_against"]) == pytest.approx(
+        math.sqrt(sum((d - sum(short_effects) / 3) ** 2 for d in short_effects) / 2))
+    half = T_975_DF2 * 0.6 / math.sqrt(3)
+    assert eff["delta_n"] == "3" and eff["seeds"] == "0 1 2"
+    assert float(eff["delta"]) == pytest.approx(-0.1)
+    assert float(eff["delta_low"]) == pytest.approx(-0.1 - half)
+    assert float(eff["delta_high"]) == pytest.approx(-0.1 + half)
+    assert "| effect: SENet − original | -0.73 [" in md and f"| -0.10 [{-0.1 - half:+.2f}, {-0.1 + half:+.2f}] (n=3) |" in md
+    assert "**Effect rows:**" in md
+
+
+def test_ledger_has_the_effect_change_across_schedules_with_its_machines(tmp_path):
+    from sebench.report.claims import build_ledger
+
+    _, _, results = schedule_store(tmp_path)
+    ledger = build_ledger(results, tmp_path).by_id()
+    row = ledger["long-vs-fp32/tiny_pairs/senet-vs-original/top1_err"]
+    assert row.claim == ("SENet − original at 6 epochs minus at 3 epochs, CIFAR-10 (synthetic test store), "
+                         "long vs fp32: top-1 err. (%)")
+    assert row.judgement.n == 3 and row.judgement.mean == pytest.approx(-0.1)
+    assert row.judgement.low == pytest.approx(-0.1 - T_975_DF2 * 0.6 / math.sqrt(3))
+    assert row.pairs == {"same": [0, 1], "mixed": [2], "unknown": []}  # seed 2's SE run at 6 epochs: a Xeon
+    assert row.same_only.n == 2 and row.same_only.mean == pytest.approx((0.5 - 0.1) / 2)
+    assert len(row.runs) == 12  # the four runs of each seed
+    arm = ledger["long-vs-fp32/tiny_pairs/original/top1_err"]  # and each arm's own change
+    assert arm.claim.startswith("6 epochs vs 3 epochs, original,") and arm.judgement.n == 3
+    assert ledger["long/tiny_pairs/senet-vs-original/top1_err"].judgement.n == 3  # each profile's own table
+
+
+def test_report_all_writes_the_pair_table_on_the_changed_side_and_indexes_it(tmp_path):
+    _, _, results = schedule_store(tmp_path)
+    report_all("fp32", results, tmp_path, plots=False, log=lambda _m: None)
+    assert not list((results / "fp32" / "tables").glob("*_vs_*"))  # the reference side writes none
+    (rep,) = report_all("long", results, tmp_path, plots=False, log=lambda _m: None)
+    (other, what, paths), = rep.paired
+    assert (other, what) == ("fp32", "6 epochs vs 3 epochs")
+    assert [p.name for p in paths] == ["tiny_pairs_vs_fp32.md", "tiny_pairs_vs_fp32.tex", "tiny_pairs_vs_fp32.csv"]
+    assert "effect: SENet − original" in paths[0].read_text()
+    index = (results / "long" / "tables" / "README.md").read_text()
+    assert "| [tiny_pairs_vs_fp32](tiny_pairs_vs_fp32.md) | tiny_pairs | `fp32` | 6 epochs vs 3 epochs |" in index
+
+
+def test_profiles_differing_in_more_than_one_field_or_another_field_do_not_pair(tmp_path):
+    from sebench.report.data import gather
+    from sebench.report.pairing import profile_pair
+
+    spec, _, results = schedule_store(tmp_path)
+    make_store(tmp_path, TINY_PAIRS, "tiny_pairs", {("original",): {0: 9.0}}, profile="bf16")
+    assert profile_pair(gather(spec, "bf16", results), gather(spec, "long", results)) is None  # amp and epochs
+    pair = profile_pair(gather(spec, "fp32", results), gather(spec, "bf16", results))
+    assert (pair.changed.profile, pair.field, pair.side(pair.changed), pair.side(pair.reference)) == \
+        ("bf16", "amp", "bf16", "fp32")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
+from sebench.report.pairing import pair_table, profile_pair
 from sebench.report.tables import VERDICTS, Table, build_table
 from sebench.report.verdicts import NOT_TESTED, NO_VERDICT
 from sebench.spec import Spec, expand
@@ -26,6 +27,8 @@ class SpecReport:
     table: Table
     tables: list[Path]  # .md, .tex, .csv
     plots: list[Path] = field(default_factory=list)
+    # tables pairing this profile with another of the spec (report.pairing): (other profile, what differs, paths)
+    paired: list[tuple[str, str, list[Path]]] = field(default_factory=list)
 
     @property
     def markdown_path(self) -> Path:
@@ -86,13 +89,41 @@ def report_all(profile: str, results: str | Path, folder: str | Path = "experime
         elif spec.name not in finished:
             absent.append((spec, _why_no_table(spec, profile)))
         else:
-            reports.append(report_spec(spec, profile, results, rows=rows, plots=plots))
+            rep = report_spec(spec, profile, results, rows=rows, plots=plots)
+            rep.paired = paired_reports(spec, profile, results, rows=rows)
+            reports.append(rep)
     if not reports:
         raise UserError(f"no finished runs of any spec in {folder}/ for profile {profile!r}",
                         where=str(Path(results) / profile / "runs.csv"),
                         fix=f"run `sebench run SPEC --profile {profile}` and `sebench collect` first")
     write_index(reports, profile, results, absent)
     return reports
+
+
+def report_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[Table, list[Path]]:
+    """The paired table of two profiles (report.pairing.pair_table), written beside `profile`'s own tables;
+    returns it and the paths."""
+    table = pair_table(spec, profile, against, results)
+    return table, write_table(table, tables_dir(results, profile))
+
+
+def paired_reports(spec: Spec, profile: str, results: str | Path, *, rows: Optional[list[dict]] = None
+                   ) -> list[tuple[str, str, list[Path]]]:
+    """The paired table (report.pairing) of `profile` with each other profile of the spec that repeats its runs
+    with one recipe change, where `profile` is the changed side (bf16 against fp32, 40 epochs against 12):
+    the tables the claims ledger names, written beside the profile's own."""
+    mine = gather(spec, profile, results, rows=rows)
+    out = []
+    for other in spec.profiles:
+        if other == profile or not (Path(results) / other / "runs.csv").exists():
+            continue
+        theirs = gather(spec, other, results)
+        pair = profile_pair(mine, theirs) if theirs.has_finished() else None
+        if pair is None or pair.changed is not mine:
+            continue
+        _, paths = report_pair(spec, profile, other, results)
+        out.append((other, f"{pair.side(mine)} vs {pair.side(theirs)}", paths))
+    return out
 
 
 def _why_no_table(spec: Spec, profile: str) -> str:
@@ -125,6 +156,16 @@ def write_index(reports: list[SpecReport], profile: str, results: str | Path,
     lines += ["", f"Verdict counts are per (row, metric) comparison, as each table states them (defined in "
                   f"sebench/report/verdicts.py; results/CLAIMS.md lists every comparison once): '{NO_VERDICT}' = "
                   f"fewer than 3 paired seeds, '{NOT_TESTED}' = no paired runs yet.", ""]
+    paired = [(rep.spec, other, what, paths) for rep in reports for other, what, paths in rep.paired]
+    if paired:
+        lines += ["## Paired with another profile", "",
+                  "Each run of this profile beside the run of another profile with the same sweep labels and "
+                  "seed, which repeats it with one recipe change: per row Δ = this profile − the other, and "
+                  "per effect (variant − baseline) how the change alters it, paired by seed (report.pairing).",
+                  "", "| table | spec | against | change |", "| --- | --- | --- | --- |"]
+        lines += [f"| [{paths[0].stem}]({paths[0].name}) | {spec.name} | `{other}` | {what} |"
+                  for spec, other, what, paths in paired]
+        lines.append("")
     if absent:
         lines += ["## Specs without a table in this profile", "",
                   f"`sebench plan SPEC --profile {profile}` lists their runs and what they would cost.", "",

@@ -11,7 +11,9 @@ report.data.gather as `sebench report` reads it) and the excitation analyses com
 What a row is:
 
 - a paired comparison of a results table (variant − same-recipe baseline, one metric, paired by seed), or of
-  two profiles that repeat each other's runs with one precision change (report.pairing.precision_pair). A
+  two profiles that repeat each other's runs with one recipe change, precision or schedule length
+  (report.pairing.profile_pair): each row of the pair, and each effect of the spec's table in both profiles,
+  i.e. whether the change alters it (a difference in differences, paired by seed). A
   comparison that several tables report (the ablation tables share their no-SE and standard-SE runs) is one
   row: two comparisons are the same when their arms are the same recipes for the same seeds
   (store.recipe_key), whichever experiment trained or adopted them; the row names every table.
@@ -41,7 +43,8 @@ from typing import Callable, Optional
 
 from sebench.errors import UserError
 from sebench.report.data import METRICS, STAND_IN_PROFILES, Comparison, ReportData, gather, read_runs_csv
-from sebench.report.pairing import pair_comparisons, precision_pair
+from sebench.report.pairing import (ProfilePair, arm_labels, effect_changes, effect_label, pair_comparisons,
+                                    profile_pair)
 from sebench.report.stats import friedman, paired_delta, spearman_exact
 from sebench.report.tables import judge_table
 from sebench.report.verdicts import (ALPHA, DEFAULT_MARGINS, EQUIVALENT, INCONCLUSIVE, KINDS, MIN_PAIRS, POWER,
@@ -243,20 +246,13 @@ def _unit(metric: str) -> str:
     return {"test_loss": "loss"}.get(metric, "points of accuracy" if metric.endswith("_acc") else "points of error")
 
 
-def _arm_labels(data: ReportData, comp: Comparison) -> tuple[str, str, str]:
-    """(variant, baseline, context): the labels on the delta's axis and the other axes' labels."""
-    ax = data.delta_axis
-    context = " / ".join(label for i, label in enumerate(comp.combo) if i != ax)
-    return comp.combo[ax], comp.base[ax], context
-
-
 def _table_claims(data: ReportData) -> list[Claim]:
     judged = judge_table(data)
     claims = []
     for comp, j in judged:
         if comp.pending or not comp.seeds:  # not measured: the table says "not tested"; no claim yet
             continue
-        variant, base, context = _arm_labels(data, comp)
+        variant, base, context = arm_labels(data, comp)
         runs = [r for s in comp.seeds for r in (comp.variant_runs[s], comp.baseline_runs[s])] or \
             list(comp.variant_runs.values()) + list(comp.baseline_runs.values())
         facts = [run_facts(r) for r in runs]
@@ -300,28 +296,74 @@ def _omnibus_claims(data: ReportData, judged) -> list[Claim]:
     return out
 
 
-def _pair_claims(spec, a: ReportData, b: ReportData) -> list[Claim]:
+def _pair_claims(spec, pair: ProfilePair) -> list[Claim]:
+    """The paired table's rows (each arm: changed − reference profile) and its effect rows (does the change
+    alter the variant − baseline effect), one Holm family: the table's."""
+    a, b = pair.changed, pair.reference
     comps = pair_comparisons(a, b)
+    changes = effect_changes(a, b)
     margins = spec.equivalence_margin
     judged = judge_family([Question(diffs=c.diffs, higher_is_better=c.higher_is_better,
                                     margin=margin_for(c.metric, margins), decimals=METRICS[c.metric][3])
-                           for c in comps])
+                           for c in comps + [e.change for e in changes]])
+    table = f"{spec.name}_vs_{b.profile}"
+    title = f"{spec.title}: `{a.profile}` paired with `{b.profile}`"
+    sides = f"{pair.side(a)} vs {pair.side(b)}"
     out = []
     for comp, j in zip(comps, judged):
-        facts_a = [run_facts(r) for r in comp.variant_runs.values()]
-        facts_b = [run_facts(r) for r in comp.baseline_runs.values()]
         if not comp.seeds:
             continue
+        facts = [run_facts(r) for r in list(comp.variant_runs.values()) + list(comp.baseline_runs.values())]
         row = a.short_label(comp.combo)
-        dataset = "; ".join(dict.fromkeys(f["dataset"] for f in facts_a + facts_b if f["dataset"]))
-        text = (f"{_precision(f['amp'] for f in facts_a)} vs {_precision(f['amp'] for f in facts_b)}, {row}, "
-                f"{dataset}, {a.profile} vs {b.profile}: {METRICS[comp.metric][0]}")
-        table = f"{spec.name}_vs_{b.profile}"
+        dataset = "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"]))
+        text = f"{sides}, {row}, {dataset}, {a.profile} vs {b.profile}: {METRICS[comp.metric][0]}"
         cid = "/".join([f"{a.profile}-vs-{b.profile}", spec.name, slug(row), comp.metric])
-        short = f"{_precision(f['amp'] for f in facts_a)} vs {_precision(f['amp'] for f in facts_b)} ({row})"
-        out.append(_paired_claim(comp, j, data=a, other=b, cid=cid, text=text, short=short, table=table,
-                                 title=f"{spec.title}: `{a.profile}` paired with `{b.profile}`", profile=a.profile))
+        out.append(_paired_claim(comp, j, data=a, other=b, cid=cid, text=text, short=f"{sides} ({row})",
+                                 table=table, title=title, profile=a.profile))
+    for e, j in zip(changes, judged[len(comps):]):
+        if not e.change.seeds:
+            continue
+        variant, base, context = arm_labels(a, e.change)
+        facts = [run_facts(r) for c in (e.in_a, e.in_b) for s in e.change.seeds
+                 for r in (c.variant_runs[s], c.baseline_runs[s])]
+        dataset = "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"]))
+        text = (f"{variant} − {base} at {pair.side(a)} minus at {pair.side(b)}, "
+                + (f"{context}, " if context else "") + f"{dataset}, {a.profile} vs {b.profile}: "
+                f"{METRICS[e.change.metric][0]}")
+        cid = "/".join([f"{a.profile}-vs-{b.profile}", spec.name] + ([slug(context)] if context else []) +
+                       [f"{slug(variant)}-vs-{slug(base)}", e.change.metric])
+        out.append(_effect_change_claim(e, j, a=a, b=b, cid=cid, text=text,
+                                        short=f"{effect_label(a, e.change)}: {sides}", table=table, title=title))
     return out
+
+
+def _effect_change_claim(e, j: Judgement, *, a: ReportData, b: ReportData, cid: str, text: str, short: str,
+                         table: str, title: str) -> Claim:
+    """A difference in differences: the seed's four runs are one machine's ("same") when each profile's pair
+    is; mixed when either pair is; else unknown. Its key is the four arms' recipes, so that two tables
+    reporting the same effect (an ablation's SE vs no-SE rows are cifar100_se_vs_baseline's runs) give one row."""
+    by_a, by_b = _machines(e.in_a), _machines(e.in_b)
+    pairs = {SAME: [], MIXED: [], UNKNOWN: []}
+    for s in e.change.seeds:
+        kinds = {k for d in (by_a, by_b) for k, seeds in d.items() if s in seeds}
+        pairs[MIXED if MIXED in kinds else SAME if kinds == {SAME} else UNKNOWN].append(s)
+    c = e.change
+    same = pairs[SAME]
+    same_only = paired_delta({s: c.variant[s] for s in same}, {s: c.baseline[s] for s in same})
+    seeds = c.seeds
+    key_av = _recipe_ids(a, c.combo, e.in_a.variant_runs, seeds)
+    key_ab = _recipe_ids(a, c.base, e.in_a.baseline_runs, seeds)
+    key_bv = _recipe_ids(b, c.combo, e.in_b.variant_runs, seeds)
+    key_bb = _recipe_ids(b, c.base, e.in_b.baseline_runs, seeds)
+    runs = sorted({f"{run_facts(r)['experiment']}/{run_facts(r)['run_id']}" for x in (e.in_a, e.in_b)
+                   for s in seeds for r in (x.variant_runs[s], x.baseline_runs[s])})
+    quantity, sign = _quantity(c.metric)
+    return Claim(id=cid, kind="paired", profile=a.profile, table=table, title=title, claim=text, short=short,
+                 stand_in=a.profile in STAND_IN_PROFILES or b.profile in STAND_IN_PROFILES, metric=c.metric,
+                 unit=_unit(c.metric), decimals=METRICS[c.metric][3], judgement=j, seeds=seeds, pairs=pairs,
+                 same_only=same_only, runs=runs,
+                 key=("effect change", quantity, frozenset({(key_av, key_bv), (key_ab, key_bb)})),
+                 arms=((key_av, key_bv), (key_ab, key_bb), sign))
 
 
 def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Claim]:
@@ -421,13 +463,13 @@ def build_ledger(results: str | Path = "results", folder: str | Path = "experime
         mine_profiles = [p for p in profiles if (spec.name, p) in datas]
         for i, p in enumerate(mine_profiles):
             for q in mine_profiles[i + 1:]:
-                pair = precision_pair(datas[(spec.name, p)], datas[(spec.name, q)])
+                pair = profile_pair(datas[(spec.name, p)], datas[(spec.name, q)])
                 if pair is None:
                     continue
-                mine = _pair_claims(spec, *pair)
+                mine = _pair_claims(spec, pair)
                 if mine:
                     claims += mine
-                    tables.append(_table_info(pair[0].profile, mine[0].table, mine[0].title, mine))
+                    tables.append(_table_info(pair.changed.profile, mine[0].table, mine[0].title, mine))
     claims += _excitation_claims(results, facts_by_id)
     claims = _dedupe(claims)
     order = {(t.profile, t.table): i for i, t in enumerate(tables)}

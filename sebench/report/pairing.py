@@ -4,26 +4,33 @@
     -> results/full40_bf16/tables/cifar10_se_vs_baseline_vs_full40.md | .tex | .csv
 
 A pair is the same sweep labels and seed in both profiles (the full40_bf16 profile repeats full40 with
-`amp: bf16`). Each row gives both profiles' final-epoch numbers and Δ = profile − against, paired by seed with
-its 95% interval, plus the minutes per run; the header names every recipe field in which the pairs differ,
-read from the runs' expanded configs, so that a reader sees what the delta measures (and whether anything
-else changed with it).
+`amp: bf16`; cifar100's full40 repeats full12 with `epochs: 40`). Each row gives both profiles' final-epoch
+numbers and Δ = profile − against, paired by seed with its 95% interval, plus the minutes per run; the header
+names every recipe field in which the pairs differ, read from the runs' expanded configs, so that a reader sees
+what the delta measures (and whether anything else changed with it).
+
+Below the rows, one "effect" row per comparison the spec's own table makes (a variant against its baseline,
+e.g. SENet − original): that effect in each profile, paired by seed, and how the profile change alters it,
+Δ = (variant − baseline in profile) − (variant − baseline in against), paired by seed over the seeds with all
+four runs (a difference in differences). That is the claim "SE's effect changes with schedule length" (or
+with precision), which neither profile's table can make alone.
 """
 
 from __future__ import annotations
 
+import ast
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from sebench.errors import UserError, choice_error
-from sebench.report.build import tables_dir, write_table
-from sebench.report.data import (METRICS, Combo, Comparison, ReportData, data_label, duration, gather,
-                                 hardware_by_cell, hardware_label, seeds_label, trained_seconds)
-from sebench.report.stats import INTERVAL_METHOD, paired_delta
+from sebench.report.data import (METRICS, Combo, Comparison, ReportData, comparisons, data_label, duration,
+                                 gather, hardware_by_cell, hardware_label, seeds_label, trained_seconds)
+from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
 
-PAIR_CSV_COLUMNS = ["experiment", "profile", "against", "row", "metric", "unit", "n", "mean", "std",
+PAIR_CSV_COLUMNS = ["experiment", "profile", "against", "kind", "row", "metric", "unit", "n", "mean", "std",
                     "n_against", "mean_against", "std_against", "delta_n", "delta", "delta_low", "delta_high",
                     "seeds", "minutes_per_run", "minutes_per_run_against", "interval"]
 
@@ -58,24 +65,47 @@ def recipe_differences(a: ReportData, b: ReportData, combos: list[Combo]) -> dic
     return diffs
 
 
-# The recipe field in which two profiles of one spec may differ and still be "the same runs, one change" for
-# the claims ledger: full40_bf16 is full40 with `amp: bf16` (and full_bf16 is full's), so their runs pair.
-PAIRED_FIELDS = frozenset({"amp"})
+# The recipe fields in which two profiles of one spec may differ and still be "the same runs, one change" for
+# the claims ledger: full40_bf16 is cifar10's full40 with `amp: bf16` (precision), cifar100's full40 is its
+# full12 with `epochs: 40` (schedule length). Each orders the pair: Δ = amp on − off, longer − shorter.
+PAIRED_FIELDS = ("amp", "epochs")
+
+
+@dataclass(frozen=True)
+class ProfilePair:
+    """Two profiles of one spec whose runs repeat each other with one recipe field changed."""
+
+    changed: ReportData  # Δ = changed − reference
+    reference: ReportData
+    field: str  # one of PAIRED_FIELDS
+    values: tuple[str, str]  # the field's value in changed, in reference (as the configs give it)
+
+    def side(self, data: ReportData) -> str:
+        """What the field is in one profile, in words: "bf16", "fp32", "40 epochs"."""
+        value = self.values[0 if data is self.changed else 1]
+        if self.field == "amp":
+            return {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(value, value)
+        return f"{value} {self.field}"
 
 
 def shared_combos(a: ReportData, b: ReportData) -> list[Combo]:
     return [c for c in a.combos if c in b.combos and (c in a.expected or c in b.expected)]
 
 
-def precision_pair(a: ReportData, b: ReportData) -> Optional[tuple[ReportData, ReportData]]:
-    """(changed, plain) when two profiles of one spec repeat each other's runs with only PAIRED_FIELDS
-    changed (ordered so that Δ = the profile with amp on − the one without), else None."""
+def profile_pair(a: ReportData, b: ReportData) -> Optional[ProfilePair]:
+    """The pair when two profiles of one spec repeat each other's runs with exactly one of PAIRED_FIELDS
+    changed, one value on each side, else None."""
     combos = shared_combos(a, b)
     diffs = recipe_differences(a, b, combos) if combos else {}
-    if not diffs or set(diffs) - PAIRED_FIELDS:
+    if len(diffs) != 1:
         return None
-    plain_a = "'off'" in diffs.get("amp", (set(), set()))[0]
-    return (b, a) if plain_a else (a, b)
+    (name, (va, vb)), = diffs.items()
+    if name not in PAIRED_FIELDS or len(va) != 1 or len(vb) != 1:
+        return None
+    x, y = ast.literal_eval(next(iter(va))), ast.literal_eval(next(iter(vb)))
+    a_first = y == "off" if name == "amp" else x > y
+    values = (str(x), str(y)) if a_first else (str(y), str(x))
+    return ProfilePair(a, b, name, values) if a_first else ProfilePair(b, a, name, values)
 
 
 def pair_comparisons(a: ReportData, b: ReportData) -> list[Comparison]:
@@ -84,6 +114,53 @@ def pair_comparisons(a: ReportData, b: ReportData) -> list[Comparison]:
     return [Comparison(combo=c, base=c, metric=m, variant=a.per_seed(c, m), baseline=b.per_seed(c, m),
                        variant_runs=a.runs(c), baseline_runs=b.runs(c))
             for c in shared_combos(a, b) for m in quality]
+
+
+@dataclass(frozen=True)
+class EffectChange:
+    """A design's effect (one comparison of the spec's own table) in two profiles, and its change.
+    `change.variant` / `change.baseline` hold the effect by seed in a / in b, so `change.diffs` are the
+    per-seed differences in differences."""
+
+    in_a: Comparison  # variant vs baseline in profile a
+    in_b: Comparison  # the same in profile b
+    change: Comparison
+
+
+def effect_changes(a: ReportData, b: ReportData) -> list[EffectChange]:
+    """Every comparison of a's table that b's table makes too (same combo, baseline and metric), with both
+    effects by seed; only seeds with all four runs enter `change`."""
+    theirs = {(c.combo, c.base, c.metric): c for c in comparisons(b)}
+    out = []
+    for ca in comparisons(a):
+        cb = theirs.get((ca.combo, ca.base, ca.metric))
+        if cb is None:
+            continue
+        ea = {s: ca.variant[s] - ca.baseline[s] for s in ca.seeds}
+        eb = {s: cb.variant[s] - cb.baseline[s] for s in cb.seeds}
+        out.append(EffectChange(ca, cb, Comparison(combo=ca.combo, base=ca.base, metric=ca.metric, variant=ea,
+                                                   baseline=eb, variant_runs=ca.variant_runs,
+                                                   baseline_runs=cb.variant_runs)))
+    return out
+
+
+def arm_labels(data: ReportData, comp: Comparison) -> tuple[str, str, str]:
+    """(variant, baseline, context): the labels on the delta's axis and the other axes' labels."""
+    ax = data.delta_axis
+    context = " / ".join(label for i, label in enumerate(comp.combo) if i != ax)
+    return comp.combo[ax], comp.base[ax], context
+
+
+def effect_label(data: ReportData, comp: Comparison) -> str:
+    """"SENet − original" (and the other axes' labels): the effect a comparison measures."""
+    variant, base, context = arm_labels(data, comp)
+    return f"{variant} − {base}" + (f" ({context})" if context else "")
+
+
+def _sd(comp: Comparison) -> Optional[float]:
+    """Sample std of a comparison's per-seed differences (None with fewer than two)."""
+    _, sd, n = mean_std(list(comp.diffs))
+    return sd if n > 1 else None
 
 
 def _minutes(data: ReportData, combo: Combo) -> Optional[float]:
@@ -124,7 +201,8 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
             tb, mean_b, std_b, n_b = format_measured(vb, m, len(b.expected_seeds(combo)))
             delta = paired_delta(va, vb)
             cells += [ta if n_a else "not run", tb if n_b else "not run", format_delta(delta, m) or "no pair yet"]
-            records.append({"experiment": spec.name, "profile": profile, "against": against, "row": label,
+            records.append({"experiment": spec.name, "profile": profile, "against": against, "kind": "arm",
+                            "row": label,
                             "metric": m, "unit": METRICS[m][0], "n": n_a, "mean": mean_a, "std": std_a,
                             "n_against": n_b, "mean_against": mean_b, "std_against": std_b,
                             "delta_n": delta.n, "delta": delta.mean if delta.n else None,
@@ -133,6 +211,27 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
                             "minutes_per_run_against": mb, "interval": INTERVAL_METHOD})
         cells += [f"{ma:.1f}" if ma is not None else "-", f"{mb:.1f}" if mb is not None else "-"]
         rows.append(cells)
+    changes = [e for e in effect_changes(a, b) if e.in_a.seeds or e.in_b.seeds]  # measured in one at least
+    for label in dict.fromkeys(effect_label(a, e.change) for e in changes):
+        cells = [f"effect: {label}"]
+        for m in quality:
+            e = next((e for e in changes if e.change.metric == m and effect_label(a, e.change) == label), None)
+            if e is None:
+                cells += ["-", "-", "-"]
+                continue
+            da, db = paired_delta(e.in_a.variant, e.in_a.baseline), paired_delta(e.in_b.variant, e.in_b.baseline)
+            change = paired_delta(e.change.variant, e.change.baseline)
+            cells += [format_delta(da, m) or "no pair yet", format_delta(db, m) or "no pair yet",
+                      format_delta(change, m) or "no seed with all four runs yet"]
+            records.append({"experiment": spec.name, "profile": profile, "against": against, "kind": "effect",
+                            "row": label, "metric": m, "unit": METRICS[m][0], "n": da.n,
+                            "mean": da.mean if da.n else None, "std": _sd(e.in_a), "n_against": db.n,
+                            "mean_against": db.mean if db.n else None, "std_against": _sd(e.in_b),
+                            "delta_n": change.n, "delta": change.mean if change.n else None,
+                            "delta_low": change.low, "delta_high": change.high,
+                            "seeds": " ".join(map(str, change.seeds)), "minutes_per_run": None,
+                            "minutes_per_run_against": None, "interval": INTERVAL_METHOD})
+        rows.append(cells + ["-", "-"])
 
     runs_a, runs_b = a.all_runs(), b.all_runs()
     header = [
@@ -145,6 +244,11 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
                        f"both profiles finished, with its 95% interval ({INTERVAL_METHOD}); none with one pair. "
                        "min/run: mean wall time of a finished run (training and evaluation epochs)"),
     ]
+    if changes:
+        header.append(("Effect rows", f"a comparison of the spec's own table (variant − baseline), paired by seed "
+                                      f"in `{profile}` and in `{against}`; Δ = the effect in `{profile}` − the "
+                                      f"effect in `{against}`, paired by seed over the seeds with all four runs "
+                                      f"(does the profile change alter the effect?)"))
     footnotes = []
     if hardware_label(runs_a) != hardware_label(runs_b):
         footnotes.append("The two profiles' runs did not all train on the same hardware and threads: minutes per "
@@ -158,9 +262,3 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
     return Table(name=f"{spec.name}_vs_{against}", title=title, profile=profile, header=header, columns=columns,
                  rows=rows, footnotes=footnotes, records=records, n_finished=len(runs_a),
                  csv_columns=PAIR_CSV_COLUMNS)
-
-
-def report_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[Table, list[Path]]:
-    """Write the paired table (md, tex, csv) beside the profile's own tables; returns it and the paths."""
-    table = pair_table(spec, profile, against, results)
-    return table, write_table(table, tables_dir(results, profile))
