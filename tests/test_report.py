@@ -27,7 +27,7 @@ from sebench.errors import UserError
 from sebench.report.build import report_all, report_spec
 from sebench.report.stats import INTERVAL_METHOD
 from sebench.spec import expand, load_spec
-from sebench.store import collect
+from sebench.store import RunDir, collect
 
 GOLDEN = Path(__file__).parent / "golden"
 T_975_DF2 = 4.302652729911275  # Student t quantile, 0.975, 2 degrees of freedom
@@ -301,8 +301,8 @@ def test_cli_report_writes_tables_plots_and_prints_markdown(cifar_store, capsys)
     assert "| model | original top-1 err. (%) | source |" in out
     assert str(results / "quick" / "tables" / "tiny_cifar.md") in out
     plots = sorted((results / "quick" / "plots").iterdir())
-    _assert_images(plots, {"tiny_cifar_throughput", "tiny_cifar_curves"})
-    assert len(plots) == 4  # png + svg each
+    _assert_images(plots, {"tiny_cifar_throughput", "tiny_cifar_curves", "tiny_cifar_effects"})
+    assert len(plots) == 6  # png + svg each
 
 
 def test_curves_zoom_on_the_last_quarter_of_the_epochs():
@@ -310,6 +310,23 @@ def test_curves_zoom_on_the_last_quarter_of_the_epochs():
     from sebench.report.plots import zoom_window
 
     assert [zoom_window(n) for n in (3, 4, 8, 15, 40, 90)] == [None, (3, 4), (7, 8), (12, 15), (31, 40), (68, 90)]
+
+
+def test_effect_curves_pair_each_epoch_by_seed(tmp_path):
+    """Δ per epoch = mean over seeds of (variant − baseline) at that epoch, over the seeds with both arms there."""
+    from sebench.report.data import gather
+    from sebench.report.plots import effect_curves
+
+    spec, _, results = make_store(tmp_path, TINY_PAIRS, "tiny_pairs", SHORT, profile="fp32")
+    data = gather(spec, "fp32", results)
+    se1 = RunDir.of(results, "tiny_pairs", data.runs(("SENet",))[1].row["run_id"]).metrics
+    se1.write_text("\n".join(json.dumps({"epoch": e, "test_top1_err": v}) for e, v in ((1, 30.0), (2, 20.0))) + "\n")
+    (curve,) = effect_curves(data)  # seed 1's SE run now has epochs 1-2 only
+    assert curve.label == "SENet − original" and curve.epochs == [1, 2, 3] and curve.n == [3, 3, 2]
+    # write_run's curves: final + 20 (3 - epoch) / 3, so the other seeds' Δ is their final Δ at every epoch
+    assert curve.means[0] == pytest.approx(((9.0 - 10.0) + (30.0 - (10.5 + 40 / 3)) + (9.2 - 9.0)) / 3)
+    assert curve.means[2] == pytest.approx(((9.0 - 10.0) + (9.2 - 9.0)) / 2)  # epoch 3: seeds 0 and 2
+    assert curve.low[2] is not None and curve.low[2] < curve.means[2] < curve.high[2]
 
 
 def test_reduction_plot_for_the_reduction_ablation(tmp_path):
@@ -323,7 +340,7 @@ def test_reduction_plot_for_the_reduction_ablation(tmp_path):
     collect(results, "smoke")
     rep = report_spec(spec, "smoke", results)
     _assert_images(rep.plots, {"ablation_reduction_throughput", "ablation_reduction_curves",
-                               "ablation_reduction_reduction"})
+                               "ablation_reduction_effects", "ablation_reduction_reduction"})
 
 
 def test_report_all_builds_an_index(cifar_store):

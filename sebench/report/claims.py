@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sebench.errors import UserError
-from sebench.report.data import METRICS, STAND_IN_PROFILES, Comparison, ReportData, gather, read_runs_csv
-from sebench.report.pairing import (ProfilePair, arm_labels, effect_changes, effect_label, pair_comparisons,
-                                    profile_pair)
+from sebench.report.data import (METRICS, STAND_IN_PROFILES, Comparison, ReportData, arm_labels, effect_label,
+                                 gather, read_runs_csv)
+from sebench.report.pairing import ProfilePair, effect_changes, pair_comparisons, profile_pair
 from sebench.report.stats import friedman, paired_delta, spearman_exact
 from sebench.report.tables import judge_table
 from sebench.report.verdicts import (ALPHA, DEFAULT_MARGINS, EQUIVALENT, INCONCLUSIVE, KINDS, MIN_PAIRS, POWER,

@@ -246,6 +246,19 @@ class Comparison:
         return self.metric in ACCURACY_METRICS
 
 
+def arm_labels(data: ReportData, comp: Comparison) -> tuple[str, str, str]:
+    """(variant, baseline, context): the labels on the delta's axis and the other axes' labels."""
+    ax = data.delta_axis
+    context = " / ".join(label for i, label in enumerate(comp.combo) if i != ax)
+    return comp.combo[ax], comp.base[ax], context
+
+
+def effect_label(data: ReportData, comp: Comparison) -> str:
+    """"SENet − original" (and the other axes' labels): the effect a comparison measures."""
+    variant, base, context = arm_labels(data, comp)
+    return f"{variant} − {base}" + (f" ({context})" if context else "")
+
+
 def comparisons(data: ReportData) -> list[Comparison]:
     """Every paired comparison `data`'s table reports, in table order (rows; in a row, the delta columns;
     in a column, the quality metrics). Baselines compare with nothing; pending rows are listed, with no

@@ -25,7 +25,8 @@ from typing import Optional
 
 from sebench.errors import UserError, choice_error
 from sebench.report.data import (METRICS, Combo, Comparison, ReportData, comparisons, data_label, duration,
-                                 gather, hardware_by_cell, hardware_label, seeds_label, trained_seconds)
+                                 effect_label, gather, hardware_by_cell, hardware_label, seeds_label,
+                                 trained_seconds)
 from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
@@ -142,19 +143,6 @@ def effect_changes(a: ReportData, b: ReportData) -> list[EffectChange]:
                                                    baseline=eb, variant_runs=ca.variant_runs,
                                                    baseline_runs=cb.variant_runs)))
     return out
-
-
-def arm_labels(data: ReportData, comp: Comparison) -> tuple[str, str, str]:
-    """(variant, baseline, context): the labels on the delta's axis and the other axes' labels."""
-    ax = data.delta_axis
-    context = " / ".join(label for i, label in enumerate(comp.combo) if i != ax)
-    return comp.combo[ax], comp.base[ax], context
-
-
-def effect_label(data: ReportData, comp: Comparison) -> str:
-    """"SENet − original" (and the other axes' labels): the effect a comparison measures."""
-    variant, base, context = arm_labels(data, comp)
-    return f"{variant} − {base}" + (f" ({context})" if context else "")
 
 
 def _sd(comp: Comparison) -> Optional[float]:

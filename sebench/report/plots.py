@@ -7,6 +7,11 @@
 - <spec>_curves: test top-1 error per epoch (metrics.jsonl), mean over seeds with a min-max band, one line
   per configuration; beside it the last 25% of the epochs with their own y axis (zoom_window), where the
   arms differ by tenths of a point that the full range flattens.
+- <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline)
+  per epoch, paired by seed over the seeds with both arms at that epoch, with its 95% t interval: when
+  during training a design helps or hurts (SE behind plain while the lr is high, and catching up as it
+  anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
+  corrected for looking at every epoch.
 - <spec>_reduction (specs whose rows vary the SE reduction ratio r): error against r with the no-SE baseline
   as a horizontal band, and params against r; the source's numbers as a second series.
 
@@ -24,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sebench.report.data import (Combo, ReportData, data_label, fmt_num, hardware_label, profile_caveat,
-                                 seeds_label, unique)
-from sebench.report.stats import mean_std
+from sebench.report.data import (Combo, ReportData, comparisons, data_label, effect_label, fmt_num, hardware_label,
+                                 profile_caveat, seeds_label, unique)
+from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
 from sebench.store import RunDir, read_jsonl
 
 MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
@@ -261,16 +266,24 @@ class Curve:
     n: int
 
 
-def _curve(data: ReportData, combo: Combo) -> Curve:
-    per_epoch: dict[int, list[float]] = {}
-    n = 0
-    for run in data.runs(combo).values():
+def _errors_by_seed(data: ReportData, combo: Combo) -> dict[int, dict[int, float]]:
+    """seed -> epoch -> test top-1 error, from each finished run's metrics.jsonl (runs without records left out)."""
+    out = {}
+    for seed, run in data.runs(combo).items():
         records = read_jsonl(RunDir.of(data.results, data.spec.name, run.row["run_id"]).metrics)
         if records:
-            n += 1
-        for rec in records:
-            if rec.get("test_top1_err") is not None:
-                per_epoch.setdefault(int(rec["epoch"]), []).append(float(rec["test_top1_err"]))
+            out[seed] = {int(r["epoch"]): float(r["test_top1_err"]) for r in records
+                         if r.get("test_top1_err") is not None}
+    return out
+
+
+def _curve(data: ReportData, combo: Combo) -> Curve:
+    by_seed = _errors_by_seed(data, combo)
+    n = len(by_seed)
+    per_epoch: dict[int, list[float]] = {}
+    for errors in by_seed.values():
+        for epoch, err in errors.items():
+            per_epoch.setdefault(epoch, []).append(err)
     epochs = sorted(per_epoch)
     means = [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
     return Curve(epochs, means, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs], n)
@@ -337,6 +350,78 @@ def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
     (zoom if zoom is not None else ax).legend(fontsize=8, title="mean over seeds;\nband = min-max",
                                               title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return _finish(fig, data, f"{data.spec.title}: training curves", out_dir, f"{data.spec.name}_curves", what)
+
+
+@dataclass
+class EffectCurve:
+    """One comparison's paired Δ test top-1 error per epoch: mean, 95% interval (None where under 2 pairs or
+    no spread), and pairs per epoch."""
+
+    label: str
+    epochs: list[int]
+    means: list[float]
+    low: list[Optional[float]]
+    high: list[Optional[float]]
+    n: list[int]
+
+
+def effect_curves(data: ReportData) -> list[EffectCurve]:
+    """Every top-1 comparison of the table that has a paired epoch, in table order."""
+    out, cache = [], {}
+
+    def errors(combo):
+        if combo not in cache:
+            cache[combo] = _errors_by_seed(data, combo)
+        return cache[combo]
+
+    for comp in comparisons(data):
+        if comp.metric != "top1_err" or comp.pending:
+            continue
+        va, vb = errors(comp.combo), errors(comp.base)
+        seeds = sorted(set(va) & set(vb))
+        curve = EffectCurve(effect_label(data, comp), [], [], [], [], [])
+        for epoch in sorted({e for s in seeds for e in va[s] if e in vb[s]}):
+            d = paired_delta({s: va[s][epoch] for s in seeds if epoch in va[s] and epoch in vb[s]},
+                             {s: vb[s][epoch] for s in seeds if epoch in va[s] and epoch in vb[s]})
+            for series, value in ((curve.epochs, epoch), (curve.means, d.mean), (curve.low, d.low),
+                                  (curve.high, d.high), (curve.n, d.n)):
+                series.append(value)
+        if curve.epochs:
+            out.append(curve)
+    return out
+
+
+def plot_effects(data: ReportData, out_dir: Path) -> list[Path]:
+    curves = effect_curves(data)
+    if not curves:
+        return []
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    fig = _figure(12, 5.6)
+    ax = fig.subplots()
+    ax.axhline(0.0, color="#333333", linewidth=0.8, linestyle="--")
+    few = max(len(c.epochs) for c in curves) <= 3
+    for i, c in enumerate(curves):
+        color = cmap(i % 10)
+        n = f"n={min(c.n)}" if min(c.n) == max(c.n) else f"n={min(c.n)}-{max(c.n)}"
+        ax.plot(c.epochs, c.means, marker="o" if few else None, markersize=3.5, color=color,
+                label=f"{c.label}, {n}")
+        band = [(e, lo, hi) for e, lo, hi in zip(c.epochs, c.low, c.high) if lo is not None]
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=color,
+                            alpha=0.15, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Δ test top-1 error (points), variant − baseline")
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, title="Δ below 0: the variant's error is lower", title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.02, 1))
+    what = (f"Lines: Δ test top-1 error after each epoch (metrics.jsonl), variant − its same-recipe baseline, paired "
+            f"by seed over the seeds with both arms at that epoch; band: its 95% interval ({INTERVAL_METHOD}; none "
+            f"with one pair). Exploratory: the table's claim is the final epoch; the other epochs' intervals are "
+            f"not corrected for looking at every epoch.")
+    return _finish(fig, data, f"{data.spec.title}: paired Δ per epoch", out_dir, f"{data.spec.name}_effects", what)
 
 
 def _reduction(data: ReportData, combo: Combo) -> Optional[int]:
@@ -420,7 +505,7 @@ def plot_reduction(data: ReportData, out_dir: Path) -> list[Path]:
                    f"{data.spec.name}_reduction")
 
 
-PLOT_KINDS = ("throughput", "curves", "reduction")  # file name suffixes, in plot_spec's order
+PLOT_KINDS = ("throughput", "curves", "effects", "reduction")  # file name suffixes, in plot_spec's order
 
 
 def existing_plots(spec_name: str, out_dir: str | Path) -> list[Path]:
@@ -434,7 +519,8 @@ def plot_spec(data: ReportData, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     if not data.has_finished():
         return []
-    paths = plot_throughput(data, out_dir) + plot_curves(data, out_dir) + plot_reduction(data, out_dir)
+    paths = (plot_throughput(data, out_dir) + plot_curves(data, out_dir) + plot_effects(data, out_dir)
+             + plot_reduction(data, out_dir))
     return paths
 
 
