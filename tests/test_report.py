@@ -329,6 +329,16 @@ def test_effect_curves_pair_each_epoch_by_seed(tmp_path):
     assert curve.low[2] is not None and curve.low[2] < curve.means[2] < curve.high[2]
 
 
+def test_effect_curves_of_an_accuracy_table_are_in_accuracy(tmp_path):
+    from sebench.report.data import gather
+    from sebench.report.plots import effect_curves
+
+    spec, _, results = make_store(tmp_path, TINY_CNN3, "tiny_cnn3", CNN3_ERRORS, CNN3_LOSSES)
+    (curve,) = effect_curves(gather(spec, "quick", results))
+    assert curve.metric == "top1_acc" and curve.label == "SE module − Default"
+    assert curve.means == pytest.approx([1.5, 1.5])  # accuracy +1, +1.5, +2 at every epoch (write_run's curves)
+
+
 def test_reduction_plot_for_the_reduction_ablation(tmp_path):
     """The real ablation spec, smoke profile: error and params against r, the baseline as a band."""
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "ablation_reduction.yaml")

@@ -7,8 +7,8 @@
 - <spec>_curves: test top-1 error per epoch (metrics.jsonl), mean over seeds with a min-max band, one line
   per configuration; beside it the last 25% of the epochs with their own y axis (zoom_window), where the
   arms differ by tenths of a point that the full range flattens.
-- <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline)
-  per epoch, paired by seed over the seeds with both arms at that epoch, with its 95% t interval: when
+- <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline;
+  accuracy in the tables that report accuracy) per epoch, paired by seed over the seeds with both arms at that epoch, with its 95% t interval: when
   during training a design helps or hurts (SE behind plain while the lr is high, and catching up as it
   anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
   corrected for looking at every epoch.
@@ -354,10 +354,11 @@ def plot_curves(data: ReportData, out_dir: Path) -> list[Path]:
 
 @dataclass
 class EffectCurve:
-    """One comparison's paired Δ test top-1 error per epoch: mean, 95% interval (None where under 2 pairs or
-    no spread), and pairs per epoch."""
+    """One comparison's paired Δ per epoch in its table's top-1 metric (error, or accuracy = 100 − error):
+    mean, 95% interval (None where under 2 pairs or no spread), and pairs per epoch."""
 
     label: str
+    metric: str  # "top1_err" or "top1_acc"
     epochs: list[int]
     means: list[float]
     low: list[Optional[float]]
@@ -365,8 +366,12 @@ class EffectCurve:
     n: list[int]
 
 
+EFFECT_METRICS = {"top1_err": ("error", 1.0), "top1_acc": ("accuracy", -1.0)}  # metric -> (word, sign vs error)
+
+
 def effect_curves(data: ReportData) -> list[EffectCurve]:
-    """Every top-1 comparison of the table that has a paired epoch, in table order."""
+    """Every top-1 comparison of the table (error or accuracy, as the table reports it) that has a paired
+    epoch, in table order."""
     out, cache = [], {}
 
     def errors(combo):
@@ -375,14 +380,15 @@ def effect_curves(data: ReportData) -> list[EffectCurve]:
         return cache[combo]
 
     for comp in comparisons(data):
-        if comp.metric != "top1_err" or comp.pending:
+        if comp.metric not in EFFECT_METRICS or comp.pending:
             continue
+        sign = EFFECT_METRICS[comp.metric][1]  # Δ accuracy = −Δ error
         va, vb = errors(comp.combo), errors(comp.base)
         seeds = sorted(set(va) & set(vb))
-        curve = EffectCurve(effect_label(data, comp), [], [], [], [], [])
+        curve = EffectCurve(effect_label(data, comp), comp.metric, [], [], [], [], [])
         for epoch in sorted({e for s in seeds for e in va[s] if e in vb[s]}):
-            d = paired_delta({s: va[s][epoch] for s in seeds if epoch in va[s] and epoch in vb[s]},
-                             {s: vb[s][epoch] for s in seeds if epoch in va[s] and epoch in vb[s]})
+            both = [s for s in seeds if epoch in va[s] and epoch in vb[s]]
+            d = paired_delta({s: sign * va[s][epoch] for s in both}, {s: sign * vb[s][epoch] for s in both})
             for series, value in ((curve.epochs, epoch), (curve.means, d.mean), (curve.low, d.low),
                                   (curve.high, d.high), (curve.n, d.n)):
                 series.append(value)
@@ -397,6 +403,8 @@ def plot_effects(data: ReportData, out_dir: Path) -> list[Path]:
         return []
     import matplotlib
 
+    word = EFFECT_METRICS[curves[0].metric][0]
+    curves = [c for c in curves if c.metric == curves[0].metric]  # one axis: the table's first top-1 metric
     cmap = matplotlib.colormaps["tab10"]
     fig = _figure(12, 5.6)
     ax = fig.subplots()
@@ -412,15 +420,16 @@ def plot_effects(data: ReportData, out_dir: Path) -> list[Path]:
             ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=color,
                             alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("Δ test top-1 error (points), variant − baseline")
+    ax.set_ylabel(f"Δ test top-1 {word} (points), variant − baseline")
     ax.grid(True, alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8, title="Δ below 0: the variant's error is lower", title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.02, 1))
-    what = (f"Lines: Δ test top-1 error after each epoch (metrics.jsonl), variant − its same-recipe baseline, paired "
-            f"by seed over the seeds with both arms at that epoch; band: its 95% interval ({INTERVAL_METHOD}; none "
-            f"with one pair). Exploratory: the table's claim is the final epoch; the other epochs' intervals are "
-            f"not corrected for looking at every epoch.")
+    better = "Δ below 0: the variant's error is lower" if word == "error" else \
+        "Δ above 0: the variant's accuracy is higher"
+    ax.legend(fontsize=8, title=better, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    what = (f"Lines: Δ test top-1 {word} after each epoch (metrics.jsonl), variant − its same-recipe baseline, "
+            f"paired by seed over the seeds with both arms at that epoch; band: its 95% interval "
+            f"({INTERVAL_METHOD}; none with one pair). Exploratory: the table's claim is the final epoch; the other "
+            f"epochs' intervals are not corrected for looking at every epoch.")
     return _finish(fig, data, f"{data.spec.title}: paired Δ per epoch", out_dir, f"{data.spec.name}_effects", what)
 
 
