@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
-from sebench.report.pairing import pair_table, profile_pair
+from sebench.report.pairing import gather_pair, pair_table, profile_pair
 from sebench.report.tables import VERDICTS, Table, build_table
 from sebench.report.verdicts import NOT_TESTED, NO_VERDICT
 from sebench.spec import Spec, expand
@@ -103,7 +103,7 @@ def report_all(profile: str, results: str | Path, folder: str | Path = "experime
 def report_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[Table, list[Path]]:
     """The paired table of two profiles (report.pairing.pair_table), written beside `profile`'s own tables;
     returns it and the paths."""
-    table = pair_table(spec, profile, against, results)
+    table = pair_table(spec, *gather_pair(spec, profile, against, results))
     return table, write_table(table, tables_dir(results, profile))
 
 
@@ -121,7 +121,7 @@ def paired_reports(spec: Spec, profile: str, results: str | Path, *, rows: Optio
         pair = profile_pair(mine, theirs) if theirs.has_finished() else None
         if pair is None or pair.changed is not mine:
             continue
-        _, paths = report_pair(spec, profile, other, results)
+        paths = write_table(pair_table(spec, mine, theirs), tables_dir(results, profile))
         out.append((other, f"{pair.side(mine)} vs {pair.side(theirs)}", paths))
     return out
 

@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 from sebench.errors import UserError
 from sebench.report.data import (METRICS, STAND_IN_PROFILES, Comparison, ReportData, arm_labels, effect_label,
-                                 gather, read_runs_csv)
+                                 gather, precision_name, read_runs_csv)
 from sebench.report.pairing import ProfilePair, effect_changes, pair_comparisons, profile_pair
 from sebench.report.stats import friedman, paired_delta, spearman_exact
 from sebench.report.tables import judge_table
@@ -185,9 +185,12 @@ def slug(text: str) -> str:
 
 
 def _precision(amps) -> str:
-    names = {"off": "fp32", "": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-    found = sorted({names.get(a, a) for a in amps})
-    return "/".join(found) or "fp32"
+    return "/".join(sorted({precision_name(a) for a in amps})) or "fp32"
+
+
+def _datasets(facts: list[dict]) -> str:
+    """The runs' data labels, each once, in order."""
+    return "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"]))
 
 
 def _quantity(metric: str) -> tuple[str, int]:
@@ -257,7 +260,7 @@ def _table_claims(data: ReportData) -> list[Claim]:
             list(comp.variant_runs.values()) + list(comp.baseline_runs.values())
         facts = [run_facts(r) for r in runs]
         where = ", ".join(x for x in ([context] if context else []) + [
-            "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"])) or "no runs",
+            _datasets(facts) or "no runs",
             data.profile, _precision(f["amp"] for f in facts)])
         text = f"{variant} vs {base}, {where}: {METRICS[comp.metric][0]}"
         cid = "/".join([data.profile, data.spec.name] + ([slug(context)] if context else []) +
@@ -315,7 +318,7 @@ def _pair_claims(spec, pair: ProfilePair) -> list[Claim]:
             continue
         facts = [run_facts(r) for r in list(comp.variant_runs.values()) + list(comp.baseline_runs.values())]
         row = a.short_label(comp.combo)
-        dataset = "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"]))
+        dataset = _datasets(facts)
         text = f"{sides}, {row}, {dataset}, {a.profile} vs {b.profile}: {METRICS[comp.metric][0]}"
         cid = "/".join([f"{a.profile}-vs-{b.profile}", spec.name, slug(row), comp.metric])
         out.append(_paired_claim(comp, j, data=a, other=b, cid=cid, text=text, short=f"{sides} ({row})",
@@ -326,7 +329,7 @@ def _pair_claims(spec, pair: ProfilePair) -> list[Claim]:
         variant, base, context = arm_labels(a, e.change)
         facts = [run_facts(r) for c in (e.in_a, e.in_b) for s in e.change.seeds
                  for r in (c.variant_runs[s], c.baseline_runs[s])]
-        dataset = "; ".join(dict.fromkeys(f["dataset"] for f in facts if f["dataset"]))
+        dataset = _datasets(facts)
         text = (f"{variant} − {base} at {pair.side(a)} minus at {pair.side(b)}, "
                 + (f"{context}, " if context else "") + f"{dataset}, {a.profile} vs {b.profile}: "
                 f"{METRICS[e.change.metric][0]}")

@@ -246,6 +246,14 @@ class Comparison:
         return self.metric in ACCURACY_METRICS
 
 
+PRECISION_NAMES = {"off": "fp32", "": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # amp as the records give it
+
+
+def precision_name(amp: str) -> str:
+    """A run's `amp` setting as a precision: "off" -> "fp32", "bf16" -> "bf16"."""
+    return PRECISION_NAMES.get(amp, amp)
+
+
 def arm_labels(data: ReportData, comp: Comparison) -> tuple[str, str, str]:
     """(variant, baseline, context): the labels on the delta's axis and the other axes' labels."""
     ax = data.delta_axis

@@ -25,8 +25,8 @@ from typing import Optional
 
 from sebench.errors import UserError, choice_error
 from sebench.report.data import (METRICS, Combo, Comparison, ReportData, comparisons, data_label, duration,
-                                 effect_label, gather, hardware_by_cell, hardware_label, seeds_label,
-                                 trained_seconds)
+                                 effect_label, gather, hardware_by_cell, hardware_label, precision_name,
+                                 seeds_label, trained_seconds)
 from sebench.report.stats import INTERVAL_METHOD, mean_std, paired_delta
 from sebench.report.tables import Table, format_delta, format_measured
 from sebench.spec import Spec
@@ -84,9 +84,7 @@ class ProfilePair:
     def side(self, data: ReportData) -> str:
         """What the field is in one profile, in words: "bf16", "fp32", "40 epochs"."""
         value = self.values[0 if data is self.changed else 1]
-        if self.field == "amp":
-            return {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(value, value)
-        return f"{value} {self.field}"
+        return precision_name(value) if self.field == "amp" else f"{value} {self.field}"
 
 
 def shared_combos(a: ReportData, b: ReportData) -> list[Combo]:
@@ -156,7 +154,9 @@ def _minutes(data: ReportData, combo: Combo) -> Optional[float]:
     return sum(walls) / len(walls) / 60 if walls else None
 
 
-def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> Table:
+def gather_pair(spec: Spec, profile: str, against: str, results: str | Path) -> tuple[ReportData, ReportData]:
+    """The two profiles' data for `report --profile P --paired-with Q`; a mistake in either name ends in one
+    message."""
     for name, field in ((profile, "--profile"), (against, "--paired-with")):
         if name not in spec.profiles:
             raise choice_error("profile", name, spec.profiles, where=spec.path, field=field)
@@ -169,6 +169,13 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
         raise UserError(f"profiles {profile!r} and {against!r} of {spec.name} share no sweep row, so no run pairs",
                         where=spec.path, field="profiles",
                         fix="pair two profiles whose sweeps have the same labels (e.g. `full40_bf16` with `full40`)")
+    return a, b
+
+
+def pair_table(spec: Spec, a: ReportData, b: ReportData) -> Table:
+    """Profile a's runs beside profile b's of the same labels and seed (two profiles of `spec`)."""
+    profile, against = a.profile, b.profile
+    combos = shared_combos(a, b)
     quality = [m for m in a.metrics if METRICS[m][4] == "quality"]
     diffs = recipe_differences(a, b, combos)
     differs = "; ".join(f"{k}: {', '.join(sorted(va))} vs {', '.join(sorted(vb))}" for k, (va, vb) in diffs.items())
@@ -200,10 +207,13 @@ def pair_table(spec: Spec, profile: str, against: str, results: str | Path) -> T
         cells += [f"{ma:.1f}" if ma is not None else "-", f"{mb:.1f}" if mb is not None else "-"]
         rows.append(cells)
     changes = [e for e in effect_changes(a, b) if e.in_a.seeds or e.in_b.seeds]  # measured in one at least
-    for label in dict.fromkeys(effect_label(a, e.change) for e in changes):
+    by_label: dict[str, dict[str, EffectChange]] = {}
+    for e in changes:
+        by_label.setdefault(effect_label(a, e.change), {})[e.change.metric] = e
+    for label, by_metric in by_label.items():
         cells = [f"effect: {label}"]
         for m in quality:
-            e = next((e for e in changes if e.change.metric == m and effect_label(a, e.change) == label), None)
+            e = by_metric.get(m)
             if e is None:
                 cells += ["-", "-", "-"]
                 continue
