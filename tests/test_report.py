@@ -668,6 +668,38 @@ def test_ledger_has_the_effect_change_across_schedules_with_its_machines(tmp_pat
     assert ledger["long/tiny_pairs/senet-vs-original/top1_err"].judgement.n == 3  # each profile's own table
 
 
+def test_a_row_only_one_profile_sweeps_stays_out_of_the_pair_table(tmp_path):
+    """cifar100's full12 has a ResNet-56 row that full40 has not: full40 still pairs with full12 on the shared
+    rows, and the pair table's hardware, seeds and compute lines describe those rows' runs only."""
+    from sebench.report.data import duration, gather, trained_seconds
+    from sebench.report.pairing import pair_table, profile_pair
+
+    wide = TINY_PAIRS + """  fp32_wide:
+    description: "fp32 with one more row"
+    sweep:
+      se:
+        - {label: original, ref: original, baseline: true, set: {model.se: null}}
+        - {label: SENet, ref: SENet, set: {model.se: {variant: se, reduction: 16}}}
+        - {label: SE r4, set: {model.se: {variant: se, reduction: 4}}}
+"""
+    extra = {("SE r4",): {0: 50.0, 1: 51.0, 2: 52.0}}
+    make_store(tmp_path, wide, "tiny_pairs", {**SHORT, **extra}, profile="fp32_wide",
+               per_run=lambda rc: {"device_name": "Far CPU" if rc.labels["se"] == "SE r4" else EPYC})
+    spec, _, results = make_store(tmp_path, wide, "tiny_pairs", LONG, profile="long",
+                                  per_run=lambda rc: {"device_name": EPYC})
+    short, long = gather(spec, "fp32_wide", results), gather(spec, "long", results)
+    assert len(short.all_runs()) == 9
+    pair = profile_pair(long, short)
+    assert (pair.changed.profile, pair.reference.profile, pair.field) == ("long", "fp32_wide", "epochs")
+    table = pair_table(spec, long, short)
+    assert [r[0] for r in table.rows] == ["original", "SENet", "effect: SENet − original"]
+    text = "\n".join(f"{k}: {v}" for k, v in table.header) + "\n" + "\n".join(table.footnotes)
+    assert "Far CPU" not in text and "trained on more than one machine" not in text
+    walls = sum(trained_seconds(r for d in (long, short) for c in d.combos if c != ("SE r4",)
+                                for r in d.runs(c).values()))
+    assert f"Compute behind this table: {duration(walls)} over 12 runs." in table.footnotes
+
+
 def test_report_all_writes_the_pair_table_on_the_changed_side_and_indexes_it(tmp_path):
     _, _, results = schedule_store(tmp_path)
     report_all("fp32", results, tmp_path, plots=False, log=lambda _m: None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -158,6 +158,15 @@ class ReportData:
 
     def all_runs(self) -> list[Run]:
         return [r for seeds in self.finished.values() for r in seeds.values()]
+
+    def restricted(self, combos: list[Combo]) -> "ReportData":
+        """The same data with only `combos` (in their table order): a paired table's headers and compute line
+        describe the rows both profiles have, not a row only one of them sweeps."""
+        keep = set(combos)
+        return replace(self, combos=[c for c in self.combos if c in keep],
+                       expected={c: v for c, v in self.expected.items() if c in keep},
+                       pending={c: v for c, v in self.pending.items() if c in keep},
+                       finished={c: v for c, v in self.finished.items() if c in keep})
 
     def has_finished(self) -> bool:
         return any(self.finished.values())

@@ -176,6 +176,7 @@ def pair_table(spec: Spec, a: ReportData, b: ReportData) -> Table:
     """Profile a's runs beside profile b's of the same labels and seed (two profiles of `spec`)."""
     profile, against = a.profile, b.profile
     combos = shared_combos(a, b)
+    a, b = a.restricted(combos), b.restricted(combos)  # a row only one profile sweeps is in neither's header
     quality = [m for m in a.metrics if METRICS[m][4] == "quality"]
     diffs = recipe_differences(a, b, combos)
     differs = "; ".join(f"{k}: {', '.join(sorted(va))} vs {', '.join(sorted(vb))}" for k, (va, vb) in diffs.items())
