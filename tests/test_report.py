@@ -646,7 +646,8 @@ def test_schedule_pair_reports_how_the_longer_schedule_changes_the_effect(tmp_pa
     assert float(eff["delta"]) == pytest.approx(-0.1)
     assert float(eff["delta_low"]) == pytest.approx(-0.1 - half)
     assert float(eff["delta_high"]) == pytest.approx(-0.1 + half)
-    assert "| effect: SENet − original | -0.73 [" in md and f"| -0.10 [{-0.1 - half:+.2f}, {-0.1 + half:+.2f}] (n=3) |" in md
+    assert "| effect: SENet − original | -0.73 [" in md
+    assert f"| -0.10 [{-0.1 - half:+.2f}, {-0.1 + half:+.2f}] (n=3) |" in md
     assert "**Effect rows:**" in md
 
 

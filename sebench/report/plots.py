@@ -8,9 +8,9 @@
   per configuration; beside it the last 25% of the epochs with their own y axis (zoom_window), where the
   arms differ by tenths of a point that the full range flattens.
 - <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline;
-  accuracy in the tables that report accuracy) per epoch, paired by seed over the seeds with both arms at that epoch, with its 95% t interval: when
-  during training a design helps or hurts (SE behind plain while the lr is high, and catching up as it
-  anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
+  accuracy in the tables that report accuracy) per epoch, paired by seed over the seeds with both arms at
+  that epoch, with its 95% t interval: when during training a design helps or hurts (SE behind plain while
+  the lr is high, and catching up as it anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
   corrected for looking at every epoch.
 - <spec>_reduction (specs whose rows vary the SE reduction ratio r): error against r with the no-SE baseline
   as a horizontal band, and params against r; the source's numbers as a second series.
