@@ -190,6 +190,9 @@ class SweepValue(_Strict):
     label: str
     set: dict[str, Any] = Field(default_factory=dict)
     baseline: bool = False
+    # The axis's other variants are also compared with this value, in delta columns and a Holm family of
+    # their own (e.g. SE in one stage only vs SE in all stages, besides each against no SE).
+    second_baseline: bool = False
     pending: Optional[str] = None  # why this row cannot run yet (shown by plan and report)
     ref: Optional[str] = None
 
@@ -422,15 +425,16 @@ def load_spec(path: str | Path, max_runs: Optional[int] = None) -> Spec:
     axes = [a.axis for a in spec.sweep]
     if len(set(axes)) != len(axes):
         raise UserError(f"sweep axes repeat: {axes}", where=str(path), field="sweep")
-    value_lists = [(f"sweep.{a.axis}", a.values) for a in spec.sweep] + [
-        (f"profiles.{pname}.sweep.{axis}", values) for pname, prof in spec.profiles.items()
+    value_lists = [(f"sweep.{a.axis}", a.axis, a.values) for a in spec.sweep] + [
+        (f"profiles.{pname}.sweep.{axis}", axis, values) for pname, prof in spec.profiles.items()
         for axis, values in prof.sweep.items()]
-    for field, values in value_lists:
+    for field, axis, values in value_lists:
         labels = [v.label for v in values]
         if len(set(labels)) != len(labels):
             twice = sorted({label for label in labels if labels.count(label) > 1})
             raise UserError(f"labels repeat in one axis: {twice}", where=str(path), field=field,
                             fix="give every value of an axis its own label")
+        _check_baselines(spec, field, axis, values, str(path))
     for pname, prof in spec.profiles.items():
         unknown = set(prof.sweep) - set(axes)
         if unknown:
@@ -440,8 +444,35 @@ def load_spec(path: str | Path, max_runs: Optional[int] = None) -> Spec:
         if empty:
             raise UserError(f"profile {pname!r} replaces axis {empty} with no values", where=str(path),
                             field=f"profiles.{pname}.sweep", fix="give at least one value, or leave the axis out")
+        marked = [a.axis for a in profile_axes(spec, pname) if any(v.baseline for v in a.values)]
+        if len(marked) > 1:  # a table's deltas run along one axis; another axis's baseline would be ignored
+            raise UserError(f"more than one axis marks a baseline in profile {pname!r}: {marked}", where=str(path),
+                            field="sweep", fix="mark `baseline: true` on the values of one axis only")
         expand(spec, pname)  # validates every run of every profile
     return spec
+
+
+def _check_baselines(spec: Spec, field: str, axis_name: str, values: list[SweepValue], where: str) -> None:
+    """At most one baseline and one second baseline in an axis, on different values; a second baseline
+    only beside a baseline, and not on a column axis (whose deltas are columns already)."""
+    for flag in ("baseline", "second_baseline"):
+        marked = [v.label for v in values if getattr(v, flag)]
+        if len(marked) > 1:
+            raise UserError(f"more than one value is marked `{flag}: true`: {marked}", where=where, field=field,
+                            fix=f"mark one value of the axis `{flag}: true`")
+    second = next((v.label for v in values if v.second_baseline), None)
+    if second is None:
+        return
+    if any(v.baseline and v.second_baseline for v in values):
+        raise UserError(f"{second!r} is marked both `baseline` and `second_baseline`", where=where, field=field,
+                        fix="a second baseline is another value than the baseline")
+    if not any(v.baseline for v in values):
+        raise UserError(f"{second!r} is a second baseline in an axis without a baseline", where=where,
+                        field=field, fix="mark the axis's first baseline `baseline: true`, or drop "
+                                         "`second_baseline`")
+    if any(a.axis == axis_name and a.ref == "column" for a in spec.sweep):
+        raise UserError(f"{second!r} is a second baseline in the column axis {axis_name!r}", where=where,
+                        field=field, fix="put the second baseline in a row axis (its deltas are extra columns)")
 
 
 def profile_axes(spec: Spec, profile: str) -> list[SweepAxis]:

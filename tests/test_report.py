@@ -801,3 +801,78 @@ def test_no_se_effect_note_where_the_baseline_is_no_se(cifar_store):
     spec, _, results = cifar_store
     report_spec(spec, "quick", results, plots=False)
     assert "SE's own effect here" not in (results / "quick" / "tables" / "tiny_cifar.md").read_text()
+
+
+TINY_STAGES = """
+title: "Tiny: SE in one stage vs all stages (synthetic store)"
+source: {file: 003_a73290d79b60d9ae.txt, table: "Ablation: different stages", reference: 003_ablation_stages.csv,
+         metrics: {top1_err: "top-1 err."}}
+base:
+  model: {name: resnet20, se: {variant: se, reduction: 16}}
+  data: {name: cifar10-embedded}
+  epochs: 2
+  batch_size: 64
+seeds: [0, 1, 2, 3]
+sweep:
+  - axis: stage
+    ref: row
+    values:
+      - {label: no SE, ref: ResNet-50, baseline: true, set: {model.se: null}}
+      - {label: S1, set: {model.se_stages: [1]}}
+      - {label: S2, ref: SE_Stage_2, set: {model.se_stages: [2]}}
+      - {label: All, ref: SE_All, second_baseline: true, set: {model.se_stages: null}}
+profiles:
+  quick: {}
+"""
+
+
+def test_a_second_baseline_adds_paired_deltas_against_it_in_a_holm_family_of_their_own(tmp_path, capsys):
+    """Issue 35 step 2: each one-stage row against SE in all stages (the source's 'up to +0.75'), paired by
+    seed, besides the rows' deltas against no SE; adding the second baseline leaves those untouched."""
+    all_ = {0: 40.0, 1: 41.0, 2: 39.5, 3: 40.5}
+    errors = {("no SE",): {s: v + 0.3 * (-1) ** s for s, v in all_.items()},
+              ("S1",): {s: v + 1.0 + NOISE[s] for s, v in all_.items()},  # resolved worse than All
+              ("S2",): {s: v + NOISE[s + 1] for s, v in all_.items()},  # no different from All
+              ("All",): all_}
+    spec, _, results = make_store(tmp_path, TINY_STAGES, "tiny_stages", errors)
+    rep = report_spec(spec, "quick", results, plots=False)
+    rows = read_csv(rep.tables[2])
+    s1, s2 = cell(rows, "S1", ""), cell(rows, "S2", "")
+    diffs = [1.0 + NOISE[s] for s in range(4)]
+    m = sum(diffs) / 4
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 3)
+    half = 3.182446305284263 * sd / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert s1["second_baseline"] == "stage=All" and s1["second_delta_n"] == "4"
+    assert float(s1["second_delta"]) == pytest.approx(m)
+    assert float(s1["second_delta_low"]) == pytest.approx(m - half) and float(s1["second_delta_high"]) == \
+        pytest.approx(m + half)
+    assert s1["second_verdict"] == "worse" and s1["second_source_delta"] == ""  # S1 has no source row
+    assert float(s2["second_source_delta"]) == pytest.approx(0.75)  # 23.03 - 22.28
+    assert s2["second_verdict"] == "contradicts the source"
+    # the baselines compare with nothing in the second columns; All is the second baseline itself
+    assert cell(rows, "no SE", "")["second_delta"] == "" and cell(rows, "All", "")["second_delta"] == ""
+    assert cell(rows, "All", "")["baseline"] == "stage=no SE"  # its own delta is still against no SE
+    text = (results / "quick" / "tables" / "tiny_stages.md").read_text()
+    assert "| Δ top-1 err. (%) vs All (95% CI) | source Δ | verdict |" in text
+    assert "second baseline 'All' (same recipe otherwise), their verdicts a Holm family of their own" in text
+
+    # Without the second baseline the deltas against no SE, and their Holm-adjusted verdicts, are the same.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    spec0, _, results0 = make_store(plain, TINY_STAGES.replace(", second_baseline: true", ""), "tiny_stages",
+                                    errors)
+    rows0 = read_csv(report_spec(spec0, "quick", results0, plots=False).tables[2])
+    assert "second_delta" not in rows0[0]
+    main_fields = ["delta", "delta_low", "delta_high", "source_delta", "verdict"]
+    assert [[r[k] for k in main_fields] for r in rows] == [[r[k] for k in main_fields] for r in rows0]
+
+    # the ledger carries the second comparisons as claims of their own, with the table's verdicts
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "tiny_stages.yaml").write_text(TINY_STAGES)
+    assert main(["claims", "--results", str(results), "--folder", str(folder)]) == 0
+    capsys.readouterr()
+    ledger = {r["id"]: r for r in read_csv(results / "claims.csv")}
+    assert ledger["quick/tiny_stages/s1-vs-all/top1_err"]["verdict"] == "worse"
+    assert ledger["quick/tiny_stages/s2-vs-all/top1_err"]["source_delta"] == "+0.75"
+    assert "quick/tiny_stages/s1-vs-no-se/top1_err" in ledger

@@ -191,6 +191,22 @@ BROKEN = {
                                                 "equivalence_margin", "top1_err"),
     "bad dotted value": (GOOD.replace("{model.se: null}", "{model.se: null, optim.lr: -1}"), "optim.lr",
                          "greater than 0"),
+    # SweepValue.second_baseline (e.g. one-stage SE vs SE in all stages): one, beside the baseline, in a row axis
+    "two baselines in an axis": (GOOD.replace("{label: SE, set", "{label: SE, baseline: true, set"), "sweep.se",
+                                 "more than one value is marked `baseline: true`: ['none', 'SE']"),
+    "second baseline without a baseline": (
+        GOOD.replace("{label: none, baseline: true,", "{label: none,").replace(
+            "{label: SE, set", "{label: SE, second_baseline: true, set"), "sweep.se", "axis without a baseline"),
+    "baseline and second baseline on one value": (
+        GOOD.replace("{label: none, baseline: true,", "{label: none, baseline: true, second_baseline: true,"),
+        "sweep.se", "marked both `baseline` and `second_baseline`"),
+    "second baseline in a column axis": (
+        GOOD.replace("  - axis: se\n", "  - axis: se\n    ref: column\n").replace(
+            "{label: SE, set", "{label: SE, second_baseline: true, set"), "sweep.se", "column axis 'se'"),
+    "baselines on two axes": (
+        GOOD.replace("profiles:", "  - axis: r\n    values:\n      - {label: r4, baseline: true}\n"
+                                  "      - {label: r8, set: {epochs: 2}}\nprofiles:"),
+        "sweep", "more than one axis marks a baseline in profile 'smoke': ['se', 'r']"),
 }
 
 

@@ -394,3 +394,23 @@ def test_analyze_with_wandb_mirrors_only_the_runs_own_analysis(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--wandb logs the histograms of RUN_DIR/analysis" in err and err.count("\n") == 1
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_tables_deltas_against_its_second_baseline_reach_wandb(fresh, tmp_path):
+    """The W&B table run holds both delta families: delta/<row>/<metric> against the baseline and
+    delta_second/<row>/<metric> against the second baseline (ablation_stages: one stage vs all stages)."""
+    from test_report import NOISE, TINY_STAGES, make_store
+
+    all_ = {0: 40.0, 1: 41.0, 2: 39.5, 3: 40.5}
+    errors = {("no SE",): {s: v + 0.5 for s, v in all_.items()},
+              ("S1",): {s: v + 1.0 + NOISE[s] for s, v in all_.items()},
+              ("S2",): {s: v + NOISE[s + 1] for s, v in all_.items()}, ("All",): all_}
+    spec, _, results = make_store(tmp_path, TINY_STAGES, "tiny_stages", errors)
+    assert tracking.mirror_table(spec, "quick", results, mode="offline", dir=tmp_path) is not None
+    (table,) = _folders(tmp_path, "table-tiny_stages-quick")
+    summary = _summary(table)
+    first, second = summary["delta/S1/top1_err"], summary["delta_second/S1/top1_err"]
+    assert first["baseline"] == "stage=no SE" and second["baseline"] == "stage=All"
+    assert second["n"] == 4 and second["verdict"] == "worse"
+    assert second["mean"] == pytest.approx(1.0 + sum(NOISE[:4]) / 4)
+    assert "delta_second/All/top1_err" not in summary and "delta_second/no SE/top1_err" not in summary

@@ -22,7 +22,8 @@ What a row is:
   analysis, with its own test and p.
 
 Verdicts come from report.verdicts (the tables' verdict column reads the same functions); each table is the
-family for Holm's adjustment. Stand-in profiles (report.data.STAND_IN_PROFILES) get a section of their own.
+family for Holm's adjustment (its comparisons against a second baseline, where it has one, another family).
+Stand-in profiles (report.data.STAND_IN_PROFILES) get a section of their own.
 
 Machines: a pair of runs is on the same machine when both records name the same CPU model and the same ISA
 (the bracket of `device_name`, e.g. "AMD EPYC [avx512_bf16]"; a GPU's name is exact); a record without the
@@ -252,7 +253,7 @@ def _unit(metric: str) -> str:
 def _table_claims(data: ReportData) -> list[Claim]:
     judged = judge_table(data)
     claims = []
-    for comp, j in judged:
+    for comp, j in judged + judge_table(data, second=True):
         if comp.pending or not comp.seeds:  # not measured: the table says "not tested"; no claim yet
             continue
         variant, base, context = arm_labels(data, comp)
@@ -640,7 +641,8 @@ def ledger_markdown(ledger: Ledger) -> str:
            "interval on the per-seed differences, 95%, raw (not adjusted for multiplicity). Accuracy and error "
            "in percentage points, test loss in its units.",
            "- **vs 0, Holm**: the verdict against zero and its Holm-adjusted p (two-sided paired t; the family is "
-           "the table that reports the comparison, every metric of it).",
+           "the table that reports the comparison, every metric of it; a table's comparisons against its "
+           "second baseline, e.g. each one-stage SE against SE in all stages, are a family of their own).",
            f"- **SD, df**: SD of the per-seed differences and the t test's degrees of freedom (n − 1). "
            f"**MDE (80%)**: the smallest true Δ a two-sided paired t test at {ALPHA:g} with these n pairs and this "
            f"SD detects with {POWER:.0%} power. **Seeds for source Δ**: the smallest n with that power for the "

@@ -130,6 +130,21 @@ class ReportData:
         out[self.delta_axis] = base.label
         return tuple(out)
 
+    def second_baseline_value(self) -> Optional[SweepValue]:
+        """The delta axis's value marked `second_baseline` (the spec allows it only beside a baseline)."""
+        if self.delta_axis is None:
+            return None
+        return next((v for v in self.axes[self.delta_axis].values if v.second_baseline), None)
+
+    def second_baseline_of(self, combo: Combo) -> Optional[Combo]:
+        """The second value a variant is compared with; None for either baseline, or where there is none."""
+        second = self.second_baseline_value()
+        if second is None or self.is_baseline(combo) or combo[self.delta_axis] == second.label:
+            return None
+        out = list(combo)
+        out[self.delta_axis] = second.label
+        return tuple(out)
+
     def is_baseline(self, combo: Combo) -> bool:
         base = self.baseline_value(self.delta_axis)
         return base is not None and combo[self.delta_axis] == base.label
@@ -276,10 +291,10 @@ def effect_label(data: ReportData, comp: Comparison) -> str:
     return f"{variant} − {base}" + (f" ({context})" if context else "")
 
 
-def comparisons(data: ReportData) -> list[Comparison]:
-    """Every paired comparison `data`'s table reports, in table order (rows; in a row, the delta columns;
-    in a column, the quality metrics). Baselines compare with nothing; pending rows are listed, with no
-    runs."""
+def comparisons(data: ReportData, second: bool = False) -> list[Comparison]:
+    """Every paired comparison `data`'s table reports against its baseline (or, `second`, against the second
+    baseline), in table order (rows; in a row, the delta columns; in a column, the quality metrics).
+    Baselines compare with nothing; pending rows are listed, with no runs."""
     quality = [m for m in data.metrics if METRICS[m][4] == "quality"]
     if data.delta_axis is None:
         return []
@@ -291,7 +306,7 @@ def comparisons(data: ReportData) -> list[Comparison]:
     for key in data.row_keys():
         for c in delta_cols:
             combo = data.combo_of(key, c)
-            base = data.baseline_of(combo)
+            base = data.second_baseline_of(combo) if second else data.baseline_of(combo)
             if base is None:
                 continue
             for m in quality:

@@ -32,6 +32,10 @@ VERDICTS = KINDS  # the verdict kinds a table counts (sebench.report.verdicts de
 CSV_COLUMNS = ["experiment", "profile", "row", "column", "metric", "unit", "status", "n", "n_expected", "seeds",
                "mean", "std", "source", "source_cell", "baseline", "delta_n", "delta", "delta_low",
                "delta_high", "source_delta", "verdict", "interval"]
+# A table with a second baseline (SweepValue.second_baseline) adds the same delta fields against it.
+SECOND = "second_"
+SECOND_COLUMNS = [SECOND + k for k in ("baseline", "delta_n", "delta", "delta_low", "delta_high", "source_delta",
+                                       "verdict")]
 
 
 @dataclass
@@ -181,6 +185,12 @@ def build_table(data: ReportData) -> Table:
             else:
                 columns.append(f"Δ {name} vs {base_label} (95% CI)" + (f", {c.label}" if c is not None else ""))
             columns += ["source Δ", "verdict"]
+    second = data.second_baseline_value()  # never on a column axis (the spec checks), so delta_on_cols is False
+    second_cols = delta_cols if second is not None else []
+    for c in second_cols:
+        for m in quality:
+            columns += [f"Δ {METRICS[m][0]} vs {second.label} (95% CI)" + (f", {c.label}" if c is not None else ""),
+                        "source Δ", "verdict"]
 
     # ---- rows
     rows, records, footnotes = [], [], []
@@ -193,6 +203,7 @@ def build_table(data: ReportData) -> Table:
         return source_cache[(combo, m)]
 
     judged = {(comp.combo, comp.metric): (comp, j) for comp, j in judge_table(data)}
+    judged_second = {(comp.combo, comp.metric): (comp, j) for comp, j in judge_table(data, second=True)}
     failed_combos = {tuple(r.row.get(f"label.{a.axis}", "") for a in data.axes) for r in data.failed}
     for key in data.row_keys():
         label = data.row_label(key)
@@ -222,29 +233,20 @@ def build_table(data: ReportData) -> Table:
                     cells.append(text)
                     rec["source"], rec["source_cell"] = value, where or ""
                 records.append(rec)
-        for c in delta_cols:
-            combo = data.combo_of(key, c)
-            if data.baseline_of(combo) is None:
-                cells += ["baseline", "", ""] * len(quality)
-                continue
-            for m in quality:
-                rec = next(r for r in records if r["row"] == data.row_label(key)
-                           and r["column"] == (c.label if c is not None else "") and r["metric"] == m)
-                comp, j = judged[(combo, m)]
-                base = comp.base
-                rec["baseline"] = data.label_text(base)
-                rec["interval"] = INTERVAL_METHOD
-                d = paired_delta(by_seed(comp.variant.items()), by_seed(comp.baseline.items()))
-                if d.n:
-                    rec.update(delta_n=d.n, delta=d.mean, delta_low=d.low, delta_high=d.high)
-                rec["source_delta"], rec["verdict"] = comp.source_delta, j.verdict.text
-                verdicts[j.verdict.kind] += 1
-                s_text = comp.source_text
-                if combo in data.pending:
-                    cells += ["pending", s_text or "", j.verdict.text]
-                else:
-                    cells += [format_delta(d, m) or ("no paired seeds" if data.runs(combo) and data.runs(base)
-                                                     else "not run"), s_text or "", j.verdict.text]
+        for prefix, judged_here, base_of, cs in (("", judged, data.baseline_of, delta_cols),
+                                                  (SECOND, judged_second, data.second_baseline_of, second_cols)):
+            for c in cs:
+                combo = data.combo_of(key, c)
+                if base_of(combo) is None:
+                    is_base = data.is_baseline(combo) if not prefix else combo[data.delta_axis] == second.label
+                    cells += ["baseline" if is_base else "", "", ""] * len(quality)
+                    continue
+                for m in quality:
+                    rec = next(r for r in records if r["row"] == data.row_label(key)
+                               and r["column"] == (c.label if c is not None else "") and r["metric"] == m)
+                    comp, j = judged_here[(combo, m)]
+                    cells += _delta_cells(data, rec, comp, j, prefix)
+                    verdicts[j.verdict.kind] += 1
         rows.append(cells)
 
     footnotes += _footnotes(data, metrics)
@@ -253,7 +255,26 @@ def build_table(data: ReportData) -> Table:
     return Table(name=spec.name, title=spec.title, profile=data.profile, header=header, columns=columns,
                  rows=rows, footnotes=footnotes, records=records, verdicts=verdicts,
                  n_finished=len(data.all_runs()), n_failed=len(data.failed),
-                 n_planned=sum(len(rcs) for rcs in data.expected.values()))
+                 n_planned=sum(len(rcs) for rcs in data.expected.values()),
+                 csv_columns=CSV_COLUMNS + (SECOND_COLUMNS if second is not None else []))
+
+
+def _delta_cells(data: ReportData, rec: dict, comp: Comparison, j: Judgement, prefix: str) -> list[str]:
+    """A comparison's three cells (Δ with its interval, the source's Δ, the verdict), its numbers written into
+    the cell's record under `prefix` ('' for the baseline, SECOND for the second baseline)."""
+    rec[prefix + "baseline"] = data.label_text(comp.base)
+    rec["interval"] = INTERVAL_METHOD
+    d = paired_delta(by_seed(comp.variant.items()), by_seed(comp.baseline.items()))
+    if d.n:
+        rec.update({prefix + "delta_n": d.n, prefix + "delta": d.mean, prefix + "delta_low": d.low,
+                    prefix + "delta_high": d.high})
+    rec[prefix + "source_delta"], rec[prefix + "verdict"] = comp.source_delta, j.verdict.text
+    s_text = comp.source_text or ""
+    if comp.pending:
+        return ["pending", s_text, j.verdict.text]
+    measured = format_delta(d, comp.metric) or (
+        "no paired seeds" if data.runs(comp.combo) and data.runs(comp.base) else "not run")
+    return [measured, s_text, j.verdict.text]
 
 
 def _removes_se(value) -> bool:
@@ -310,10 +331,11 @@ def se_effect_notes(data: ReportData, judged: dict, quality: list[str]) -> list[
     return notes
 
 
-def judge_table(data: ReportData) -> list[tuple[Comparison, Judgement]]:
-    """Every paired comparison of `data`'s table with its verdicts (sebench.report.verdicts); the table is
-    the family for Holm's adjustment. The ledger (sebench.report.claims) reads the same."""
-    comps = comparisons(data)
+def judge_table(data: ReportData, second: bool = False) -> list[tuple[Comparison, Judgement]]:
+    """Every paired comparison of `data`'s table with its verdicts (sebench.report.verdicts); the table's
+    comparisons against its baseline are the family for Holm's adjustment, those against its second baseline
+    (`second`) another. The ledger (sebench.report.claims) reads the same."""
+    comps = comparisons(data, second)
     margins = data.spec.equivalence_margin
     questions = [Question(diffs=c.diffs, higher_is_better=c.higher_is_better, source_delta=c.source_delta,
                           margin=margin_for(c.metric, margins), decimals=METRICS[c.metric][3]) for c in comps]
@@ -372,6 +394,9 @@ def _header(data: ReportData, metrics: list[str], base_label: Optional[str], del
                   "difference of the source's numbers; verdicts as in the claims ledger (results/CLAIMS.md, "
                   "sebench/report/verdicts.py), this table being the family for Holm's adjustment: "
                   + "; ".join(RULES) + "; not tested = no paired runs")
+        if (second := data.second_baseline_value()) is not None:
+            stats += (f"; the columns 'vs {second.label}' are the same paired Δ against the second baseline "
+                      f"'{second.label}' (same recipe otherwise), their verdicts a Holm family of their own")
         if data.spec.equivalence_margin:
             stats += ("; this spec's equivalence margins: " +
                       ", ".join(f"{METRICS[m][0]} ±{v:g}" for m, v in data.spec.equivalence_margin.items()))

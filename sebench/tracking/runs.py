@@ -191,9 +191,10 @@ def mirror_table(spec, profile: str, results: str | os.PathLike, project: str = 
     """When every run `spec` plans in `profile` has finished: its table's paired deltas (variant − same-recipe
     baseline, paired by seed, 95% t interval; report.tables) into the W&B run table-<spec>-<profile>, as a
     wandb.Table "deltas" (the table's CSV records) and summary keys delta/<row>/<metric> = {mean, low, high,
-    n, verdict}. None when the table is incomplete or W&B unavailable."""
+    n, verdict} (delta_second/... against a second baseline, where the spec marks one). None when the table is
+    incomplete or W&B unavailable."""
     from sebench.report.data import gather, store_rows
-    from sebench.report.tables import CSV_COLUMNS, build_table
+    from sebench.report.tables import SECOND, build_table
 
     wandb = _import_wandb()
     if wandb is None:
@@ -215,15 +216,17 @@ def mirror_table(spec, profile: str, results: str | os.PathLike, project: str = 
                                                       "title": spec.title, "runs": table.n_finished})
         if run is None:
             return None
-        rows = [[_cell(rec.get(c)) for c in CSV_COLUMNS] for rec in table.records]
-        run.log({"deltas": wandb.Table(columns=CSV_COLUMNS, data=rows, allow_mixed_types=True)}, step=step + 1)
+        columns = table.csv_columns
+        rows = [[_cell(rec.get(c)) for c in columns] for rec in table.records]
+        run.log({"deltas": wandb.Table(columns=columns, data=rows, allow_mixed_types=True)}, step=step + 1)
         deltas = {}
         for rec in table.records:
-            if rec.get("delta_n"):
-                cell = rec["row"] + (f" / {rec['column']}" if rec.get("column") else "")
-                deltas[f"delta/{cell}/{rec['metric']}"] = {
-                    "mean": rec["delta"], "low": rec.get("delta_low"), "high": rec.get("delta_high"),
-                    "n": rec["delta_n"], "baseline": rec.get("baseline"), "verdict": rec.get("verdict")}
+            cell = rec["row"] + (f" / {rec['column']}" if rec.get("column") else "")
+            for key, p in (("delta", ""), ("delta_second", SECOND)):
+                if rec.get(p + "delta_n"):
+                    deltas[f"{key}/{cell}/{rec['metric']}"] = {
+                        "mean": rec[p + "delta"], "low": rec.get(p + "delta_low"), "high": rec.get(p + "delta_high"),
+                        "n": rec[p + "delta_n"], "baseline": rec.get(p + "baseline"), "verdict": rec.get(p + "verdict")}
         run.summary.update(deltas)
         return _finish(wandb, run)
     except Exception as exc:
