@@ -876,3 +876,12 @@ def test_a_second_baseline_adds_paired_deltas_against_it_in_a_holm_family_of_the
     assert ledger["quick/tiny_stages/s1-vs-all/top1_err"]["verdict"] == "worse"
     assert ledger["quick/tiny_stages/s2-vs-all/top1_err"]["source_delta"] == "+0.75"
     assert "quick/tiny_stages/s1-vs-no-se/top1_err" in ledger
+
+    # the per-epoch effects plot draws both families, the second's curves after the first's
+    from sebench.report.data import gather
+    from sebench.report.plots import effect_curves
+
+    curves = effect_curves(gather(spec, "quick", results))
+    assert [(c.label, c.second) for c in curves] == [("S1 − no SE", False), ("S2 − no SE", False),
+                                                     ("All − no SE", False), ("S1 − All", True), ("S2 − All", True)]
+    assert curves[3].means[-1] == pytest.approx(m) and curves[3].n == [4, 4]  # the final epoch is the table's Δ

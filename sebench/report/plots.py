@@ -7,8 +7,9 @@
 - <spec>_curves: test top-1 error per epoch (metrics.jsonl), mean over seeds with a min-max band, one line
   per configuration; beside it the last 25% of the epochs with their own y axis (zoom_window), where the
   arms differ by tenths of a point that the full range flattens.
-- <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline;
-  accuracy in the tables that report accuracy) per epoch, paired by seed over the seeds with both arms at
+- <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline,
+  and dash-dot variant − second baseline where the table has one; accuracy in the tables that report
+  accuracy) per epoch, paired by seed over the seeds with both arms at
   that epoch, with its 95% t interval: when during training a design helps or hurts (SE behind plain while
   the lr is high, and catching up as it anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
   corrected for looking at every epoch.
@@ -364,6 +365,7 @@ class EffectCurve:
     low: list[Optional[float]]
     high: list[Optional[float]]
     n: list[int]
+    second: bool = False  # against the table's second baseline
 
 
 EFFECT_METRICS = {"top1_err": ("error", 1.0), "top1_acc": ("accuracy", -1.0)}  # metric -> (word, sign vs error)
@@ -371,7 +373,7 @@ EFFECT_METRICS = {"top1_err": ("error", 1.0), "top1_acc": ("accuracy", -1.0)}  #
 
 def effect_curves(data: ReportData) -> list[EffectCurve]:
     """Every top-1 comparison of the table (error or accuracy, as the table reports it) that has a paired
-    epoch, in table order."""
+    epoch, in table order: those against the baseline, then those against the second baseline."""
     out, cache = [], {}
 
     def errors(combo):
@@ -379,13 +381,13 @@ def effect_curves(data: ReportData) -> list[EffectCurve]:
             cache[combo] = _errors_by_seed(data, combo)
         return cache[combo]
 
-    for comp in comparisons(data):
+    for second, comp in [(False, c) for c in comparisons(data)] + [(True, c) for c in comparisons(data, True)]:
         if comp.metric not in EFFECT_METRICS or comp.pending:
             continue
         sign = EFFECT_METRICS[comp.metric][1]  # Δ accuracy = −Δ error
         va, vb = errors(comp.combo), errors(comp.base)
         seeds = sorted(set(va) & set(vb))
-        curve = EffectCurve(effect_label(data, comp), comp.metric, [], [], [], [], [])
+        curve = EffectCurve(effect_label(data, comp), comp.metric, [], [], [], [], [], second=second)
         for epoch in sorted({e for s in seeds for e in va[s] if e in vb[s]}):
             both = [s for s in seeds if epoch in va[s] and epoch in vb[s]]
             d = paired_delta({s: sign * va[s][epoch] for s in both}, {s: sign * vb[s][epoch] for s in both})
@@ -414,7 +416,7 @@ def plot_effects(data: ReportData, out_dir: Path) -> list[Path]:
         color = cmap(i % 10)
         n = f"n={min(c.n)}" if min(c.n) == max(c.n) else f"n={min(c.n)}-{max(c.n)}"
         ax.plot(c.epochs, c.means, marker="o" if few else None, markersize=3.5, color=color,
-                label=f"{c.label}, {n}")
+                linestyle="-." if c.second else "-", label=f"{c.label}, {n}")
         band = [(e, lo, hi) for e, lo, hi in zip(c.epochs, c.low, c.high) if lo is not None]
         if band:
             ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=color,
@@ -429,7 +431,8 @@ def plot_effects(data: ReportData, out_dir: Path) -> list[Path]:
     what = (f"Lines: Δ test top-1 {word} after each epoch (metrics.jsonl), variant − its same-recipe baseline, "
             f"paired by seed over the seeds with both arms at that epoch; band: its 95% interval "
             f"({INTERVAL_METHOD}; none with one pair). Exploratory: the table's claim is the final epoch; the other "
-            f"epochs' intervals are not corrected for looking at every epoch.")
+            f"epochs' intervals are not corrected for looking at every epoch." +
+            (" Dash-dot: against the second baseline." if any(c.second for c in curves) else ""))
     return _finish(fig, data, f"{data.spec.title}: paired Δ per epoch", out_dir, f"{data.spec.name}_effects", what)
 
 
