@@ -9,10 +9,10 @@
   arms differ by tenths of a point that the full range flattens.
 - <spec>_effects (tables with paired comparisons): each comparison's Δ test top-1 error (variant − baseline,
   and dash-dot variant − second baseline where the table has one; accuracy in the tables that report
-  accuracy) per epoch, paired by seed over the seeds with both arms at
-  that epoch, with its 95% t interval: when during training a design helps or hurts (SE behind plain while
-  the lr is high, and catching up as it anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not
-  corrected for looking at every epoch.
+  accuracy) per epoch, paired by seed over the seeds with both arms at that epoch, with its 95% t interval:
+  when during training a design helps or hurts (SE behind plain while the lr is high, and catching up as it
+  anneals). Exploratory: the table's claim is the final epoch; the other epochs' intervals are not corrected
+  for looking at every epoch.
 - <spec>_reduction (specs whose rows vary the SE reduction ratio r): error against r with the no-SE baseline
   as a horizontal band, and params against r; the source's numbers as a second series.
 
