@@ -739,16 +739,19 @@ def test_paired_profiles_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert message in err and len(err.splitlines()) == 1
 
 
-TINY_GATES = """
-title: "Tiny: excitation gate ablation (synthetic store)"
-source: {file: 003_a73290d79b60d9ae.txt, table: "Ablation: excitation operator", reference: 003_ablation_excitation.csv,
-         metrics: {top1_err: "top-1 err."}}
+# The ablation tests' recipe: SE-ResNet-20 on the embedded subset, two epochs (the numbers are written by hand).
+ABLATION_BASE = """
 base:
   model: {name: resnet20, se: {variant: se, reduction: 16}}
   data: {name: cifar10-embedded}
   epochs: 2
   batch_size: 64
-seeds: [0, 1, 2, 3, 4]
+"""
+
+TINY_GATES = """
+title: "Tiny: excitation gate ablation (synthetic store)"
+source: {file: 003_a73290d79b60d9ae.txt, table: "Ablation: excitation operator", reference: 003_ablation_excitation.csv,
+         metrics: {top1_err: "top-1 err."}}""" + ABLATION_BASE + """seeds: [0, 1, 2, 3, 4]
 sweep:
   - axis: excitation
     ref: row
@@ -806,13 +809,7 @@ def test_no_se_effect_note_where_the_baseline_is_no_se(cifar_store):
 TINY_STAGES = """
 title: "Tiny: SE in one stage vs all stages (synthetic store)"
 source: {file: 003_a73290d79b60d9ae.txt, table: "Ablation: different stages", reference: 003_ablation_stages.csv,
-         metrics: {top1_err: "top-1 err."}}
-base:
-  model: {name: resnet20, se: {variant: se, reduction: 16}}
-  data: {name: cifar10-embedded}
-  epochs: 2
-  batch_size: 64
-seeds: [0, 1, 2, 3]
+         metrics: {top1_err: "top-1 err."}}""" + ABLATION_BASE + """seeds: [0, 1, 2, 3]
 sweep:
   - axis: stage
     ref: row
