@@ -126,8 +126,12 @@ class ReportData:
         base = self.baseline_value(self.delta_axis)
         if base is None or combo[self.delta_axis] == base.label:
             return None
+        return self._on_delta_axis(combo, base.label)
+
+    def _on_delta_axis(self, combo: Combo, label: str) -> Combo:
+        """`combo` with its delta-axis value replaced by `label` (its same-recipe arm there)."""
         out = list(combo)
-        out[self.delta_axis] = base.label
+        out[self.delta_axis] = label
         return tuple(out)
 
     def second_baseline_value(self) -> Optional[SweepValue]:
@@ -141,9 +145,7 @@ class ReportData:
         second = self.second_baseline_value()
         if second is None or self.is_baseline(combo) or combo[self.delta_axis] == second.label:
             return None
-        out = list(combo)
-        out[self.delta_axis] = second.label
-        return tuple(out)
+        return self._on_delta_axis(combo, second.label)
 
     def is_baseline(self, combo: Combo) -> bool:
         base = self.baseline_value(self.delta_axis)
