@@ -186,14 +186,16 @@ def cmd_plan(args) -> int:
     from sebench.engine.builders import amp_refusal
     refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
                and (exc := amp_refusal(row.run, args.device))}
-    measured = {}
+    measured, scaled = {}, {}
     if args.estimate:
-        from sebench.estimate import estimate_seconds, measured_seconds
+        from sebench.estimate import estimate_seconds, measured_seconds, scaled_seconds
         measured = measured_seconds(rows, device=args.device)
+        scaled = scaled_seconds([r for r in rows if r.status not in ("finished", "reusable")],
+                                device=args.device, skip=measured)
         for row in rows:
             if row.status != "reusable" and row.run.run_id not in refused:
-                row.est_seconds = (measured[row.run.run_id][0] if row.run.run_id in measured
-                                   else estimate_seconds(row.run, device=args.device))
+                known = measured.get(row.run.run_id) or scaled.get(row.run.run_id)
+                row.est_seconds = known[0] if known else estimate_seconds(row.run, device=args.device)
     table = []
     for row in rows:
         labels = ", ".join(f"{k}={v}" for k, v in row.run.labels.items())
@@ -202,6 +204,9 @@ def cmd_plan(args) -> int:
             est = f"refused here (amp {row.run.amp})"
         if row.run.run_id in measured and row.est_seconds is not None:
             est += f" (m{measured[row.run.run_id][1]})"
+        elif row.run.run_id in scaled and row.est_seconds is not None:
+            n, basis = scaled[row.run.run_id][1:]
+            est += f" ({'e' if basis == 'epochs' else 'f'}{n})"
         source = sources.get(row.run.run_id)
         status = f"reusable: {source.parent.name}/{source.name}" if source else row.status
         table.append([row.run.run_id, labels or "(base)", row.run.seed, row.run.model.name,
@@ -226,12 +231,23 @@ def cmd_plan(args) -> int:
                      f"{duration(sum(known))}")
         if len(known) < len(todo):
             line += f" + {len(todo) - len(known)} runs whose data-set size is unknown"
-        if any(r.run.run_id not in measured for r in todo if r.est_seconds is not None):
+        if any(r.run.run_id not in measured and r.run.run_id not in scaled for r in todo
+               if r.est_seconds is not None):
             line += cpu_busy_note(args.device)
+        from sebench.bench import device_name
+        here = device_name(device_kind(args.device))
         if measured:
-            from sebench.bench import device_name
             line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
-                     f"{device_name(device_kind(args.device))}, at the threads and load they had")
+                     f"{here}, at the threads and load they had")
+        bases = {scaled[r.run.run_id][2] for r in rows if r.run.run_id in scaled and r.run.run_id not in refused}
+        if "epochs" in bases:
+            line += (f"\n(eN): the median time an epoch of N finished runs of the same network (another "
+                     f"schedule or experiment) took on this {here} with the same data, batch, precision and "
+                     f"threads, times this run's epochs")
+        if "flops" in bases:
+            line += (f"\n(fN): the median time per epoch and multiply-add of N finished runs of other networks "
+                     f"on this {here} with the same data, batch, precision and threads, times this run's "
+                     f"epochs and multiply-adds (rough: SE's cost is more than its arithmetic)")
     if refused:
         exc = next(iter(refused.values()))
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "

@@ -1,9 +1,13 @@
 """What a run will cost before it runs: `sebench plan`'s time estimates.
 
-Two sources, the better first: what runs of the same recipe (seed aside) really took on this device model
-(measured_seconds, from the store), else a calibrated guess (estimate_seconds): the model's multiply-adds
-(with its SE and its SE surgery, as the run builds it) times the images an epoch sees, over a training rate
-measured once per process on a CIFAR ResNet-20.
+Three sources, the better first:
+1. what runs of the same recipe (seed aside) really took on this device model (measured_seconds);
+2. what runs of other recipes took here with the same data, batch, precision and threads, scaled to this
+   run's epochs and, for another network, its multiply-adds (scaled_seconds): ResNet-56 from ResNet-20's
+   runs, 40 epochs from 12;
+3. a calibrated guess (estimate_seconds): the model's multiply-adds (with its SE and its SE surgery, as the
+   run builds it) times the images an epoch sees, over a training rate measured once per process on a
+   CIFAR ResNet-20, on whatever cores are free at that moment (several times too long beside a sweep).
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ def measured_seconds(rows: list, device: str = "auto") -> dict[str, tuple[float,
     import statistics
 
     from sebench.bench import device_name
-    from sebench.store import read_finished_run
 
     here = device_name(device_kind(device))
 
@@ -64,24 +67,92 @@ def measured_seconds(rows: list, device: str = "auto") -> dict[str, tuple[float,
         return json.dumps({k: v for k, v in rc.identity().items() if k != "seed"}, sort_keys=True)
 
     walls: dict[str, list[float]] = {}
-    for folder in {row.directory.parent for row in rows}:
-        for d in sorted(folder.glob("*/summary.json")):
-            try:
-                cfg, _, summary, _ = read_finished_run(d.parent)
-                env = json.loads(RunDir(d.parent).env.read_text())
-            except (UserError, OSError, json.JSONDecodeError):
-                continue  # unfinished, damaged or foreign: no measurement
-            wall = summary.wall_s
-            if isinstance(wall, (int, float)) and wall > 0 and not summary.reused_from \
-                    and env.get("device_name") == here:
-                walls.setdefault(recipe(cfg), []).append(float(wall))
+    for cfg, summary, _ in _finished_here({row.directory.parent for row in rows}, here):
+        walls.setdefault(recipe(cfg), []).append(float(summary.wall_s))
     return {row.run.run_id: (statistics.median(w), len(w)) for row in rows if (w := walls.get(recipe(row.run)))}
+
+
+def _finished_here(folders, here: str):
+    """(RunConfig, RunSummary, env threads) of every finished run in these experiment folders
+    (results/runs/<experiment>) that trained on the device model `here`, adopted copies (`reused_from`) left
+    out: their time is their source's."""
+    from sebench.store import read_finished_run
+
+    for d in sorted(p for folder in folders for p in folder.glob("*/summary.json")):
+        try:
+            cfg, _, summary, _ = read_finished_run(d.parent)
+            env = json.loads(RunDir(d.parent).env.read_text())
+        except (UserError, OSError, json.JSONDecodeError):
+            continue  # unfinished, damaged or foreign: no measurement
+        wall = summary.wall_s
+        if isinstance(wall, (int, float)) and wall > 0 and not summary.reused_from \
+                and env.get("device_name") == here:
+            yield cfg, summary, env.get("threads")
+
+
+def _setting(rc: RunConfig, threads) -> str:
+    """What an epoch's time depends on besides the network: the data (set, subset, size, augmentation),
+    batch sizes, precision, memory layout and CPU threads."""
+    return json.dumps([rc.data.model_dump(mode="json"), rc.batch_size, rc.eval_batch_size, rc.amp,
+                       rc.channels_last, threads], sort_keys=True)
+
+
+def scaled_seconds(rows: list, device: str = "auto", skip=()) -> dict[str, tuple[float, int, str]]:
+    """{run_id: (seconds, n, basis)} for each row (except those in `skip`) with finished runs of another
+    recipe on this device model in the same setting (_setting: data, batches, precision, threads; a row
+    without threads set runs on every core). Basis "epochs": runs of the same network (model config equal:
+    SE and surgery included), their median seconds per epoch times this row's epochs. Basis "flops": runs
+    of other networks, their median seconds per epoch and multiply-add times this row's. Time per
+    multiply-add is not constant across networks (SE adds little arithmetic but several passes over its
+    activations), so "flops" is the rougher of the two; both keep the load the runs had."""
+    import statistics
+
+    from sebench.bench import device_name
+
+    device = device_kind(device)
+    here = device_name(device)
+    todo = [row for row in rows if row.run.run_id not in skip]
+    if not todo:
+        return {}
+    cpu = device == "cpu"  # threads matter on a CPU only
+    roots = {row.directory.parent.parent for row in todo}
+    folders = {f for root in roots if root.is_dir() for f in root.iterdir() if f.is_dir()}
+    per_setting: dict[str, list] = {}
+    for cfg, summary, threads in _finished_here(folders, here):
+        per_setting.setdefault(_setting(cfg, threads if cpu else None), []).append((cfg, summary))
+    out = {}
+    for row in todo:
+        threads = (row.run.execution.threads or os.cpu_count()) if cpu else None
+        found = per_setting.get(_setting(row.run, threads), [])
+        model = row.run.model.model_dump(mode="json")
+        same = [s.wall_s / s.epochs for c, s in found if c.model.model_dump(mode="json") == model and s.epochs]
+        if same:
+            out[row.run.run_id] = (statistics.median(same) * row.run.epochs, len(same), "epochs")
+            continue
+        per_mac = [s.wall_s / (s.epochs * s.flops) for c, s in found if s.epochs and s.flops]
+        if per_mac:
+            out[row.run.run_id] = (statistics.median(per_mac) * row.run.epochs * _macs(row.run), len(per_mac),
+                                   "flops")
+    return out
+
+
+def _macs(rc: RunConfig) -> int:
+    """Multiply-adds per image of the run's network (SE and surgery included, as the run builds it) at its
+    input size."""
+    from sebench.bench import count_flops
+    from sebench.data import get_info
+
+    info = get_info(rc.data.name)
+    size = rc.data.image_size or info.image_size
+    key = json.dumps([rc.model.model_dump(mode="json"), size, info.num_classes], sort_keys=True)
+    if key not in _FLOPS:
+        _FLOPS[key] = count_flops(build_run_model(rc, info.num_classes), (3, size, size))
+    return _FLOPS[key]
 
 
 def estimate_seconds(rc: RunConfig, device: str = "auto") -> Optional[float]:
     """Rough time for a run: epochs x (train images x model MACs / measured training rate, plus the test
     pass at a third of the training cost per image). None when the data set's size is not fixed."""
-    from sebench.bench import count_flops
     from sebench.data import get_info
 
     device = device_kind(device)
@@ -90,11 +161,7 @@ def estimate_seconds(rc: RunConfig, device: str = "auto") -> Optional[float]:
         return None
     n_train = min(info.splits[0], rc.data.train_subset or info.splits[0])
     n_test = min(info.splits[1], rc.data.test_subset or info.splits[1])
-    size = rc.data.image_size or info.image_size
-    key = json.dumps([rc.model.model_dump(mode="json"), size], sort_keys=True)  # surgery included
-    if key not in _FLOPS:
-        _FLOPS[key] = count_flops(build_run_model(rc, info.num_classes), (3, size, size))
-    per_epoch = (n_train + n_test / 3) * _FLOPS[key] / _training_rate(device)
+    per_epoch = (n_train + n_test / 3) * _macs(rc) / _training_rate(device)
     return rc.epochs * per_epoch
 
 

@@ -311,35 +311,38 @@ def test_estimate_counts_se_surgery(monkeypatch):
     assert estimate.estimate_seconds(surgery, "cpu") > estimate.estimate_seconds(plain, "cpu")
 
 
-def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tmp_path, capsys, monkeypatch):
-    """A row whose recipe (seed aside) already finished here is estimated by those runs' median wall time,
-    not by the calibration; runs on another device model, adopted runs and other recipes do not count."""
+def _finished(results, rc, wall, device=None, threads=None, **extra):
+    """A finished run's record in results/runs, as much of it as the estimates read."""
     import json
 
     import yaml
 
-    from sebench import estimate, runner
     from sebench.bench import device_name
+
+    d = results / "runs" / rc.experiment / rc.run_id
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}))
+    (d / "env.json").write_text(json.dumps({"device_name": device or device_name("cpu"), "threads": threads}))
+    (d / "summary.json").write_text(json.dumps({
+        "status": "finished", "run_id": rc.run_id, "experiment": rc.experiment, "profile": rc.profile,
+        "model": rc.model.name, "se": "none", "dataset": "CIFAR-10", "seed": rc.seed, "epochs": rc.epochs,
+        "batch_size": rc.batch_size, "wall_s": wall, **extra}))
+
+
+def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tmp_path, capsys, monkeypatch):
+    """A row whose recipe (seed aside) already finished here is estimated by those runs' median wall time,
+    not by the calibration; runs on another device model, adopted runs and other recipes do not count."""
+    from sebench import estimate, runner
 
     spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
     runs, _ = expand(load_spec(spec), "full40")  # 5 seeds
     plain = [r for r in runs if not r.model.se]
     se = next(r for r in runs if r.model.se)
 
-    def finished(rc, wall, device=device_name("cpu"), **extra):
-        d = tmp_path / "runs" / rc.experiment / rc.run_id
-        d.mkdir(parents=True)
-        (d / "config.yaml").write_text(yaml.safe_dump({"run_id": rc.run_id, **rc.model_dump(mode="json")}))
-        (d / "env.json").write_text(json.dumps({"device_name": device}))
-        (d / "summary.json").write_text(json.dumps({
-            "status": "finished", "run_id": rc.run_id, "experiment": rc.experiment, "profile": rc.profile,
-            "model": rc.model.name, "se": "none", "dataset": "CIFAR-10", "seed": rc.seed, "epochs": rc.epochs,
-            "batch_size": rc.batch_size, "wall_s": wall, **extra}))
-
-    finished(plain[0], 100.0)
-    finished(plain[1], 300.0)
-    finished(plain[2], 9000.0, reused_from="other/abc")  # trained once, for another experiment
-    finished(se, 5000.0, device="Some Other CPU")  # another machine's time says nothing about this one
+    _finished(tmp_path, plain[0], 100.0)
+    _finished(tmp_path, plain[1], 300.0)
+    _finished(tmp_path, plain[2], 9000.0, reused_from="other/abc")  # trained once, for another experiment
+    _finished(tmp_path, se, 5000.0, device="Some Other CPU")  # another machine's time says nothing about this one
     rows, _ = runner.plan(load_spec(spec), "full40", tmp_path)
     measured = estimate.measured_seconds(rows, device="cpu")
     assert measured == {r.run_id: (200.0, 2) for r in plain}
@@ -351,6 +354,49 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
     line = next(x for x in out.splitlines() if x.startswith(plain[-1].run_id))
     assert "missing" in line and "3.3 min (m2)" in line
     assert "(mN): median wall time of the N finished runs" in out
+
+
+def test_plan_scales_other_recipes_runs_here_by_epochs_or_multiply_adds(tmp_path, capsys, monkeypatch):
+    """A row with no finished run of its own recipe is estimated from runs of other recipes on this device
+    model in the same setting (data, batch, precision, threads): the same network at another schedule by
+    its time per epoch, another network by its time per epoch and multiply-add. Runs at other threads or on
+    other data do not count, and the calibration (and its busy-CPU warning) is not used."""
+    import os
+
+    from sebench import estimate
+    from sebench.report.data import duration
+
+    spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
+    runs, _ = expand(load_spec(spec), "full40")  # ResNet-20 and SE-ResNet-20, 40 epochs
+    plain = next(r for r in runs if not r.model.se)
+    se = next(r for r in runs if r.model.se)
+    short = plain.model_copy(update={"experiment": "other", "epochs": 10})  # another spec, another schedule
+    _finished(tmp_path, short, 1000.0, threads=1, flops=estimate._macs(plain))
+    busier = short.model_copy(update={"seed": 7})
+    _finished(tmp_path, busier, 99999.0, threads=2, flops=estimate._macs(plain))  # other threads
+    subset = short.model_copy(update={"seed": 8, "data": short.data.model_copy(update={"train_subset": 500})})
+    _finished(tmp_path, subset, 1.0, threads=1, flops=estimate._macs(plain))  # other data
+
+    def calibration(device):
+        raise AssertionError("the calibration is not needed")
+
+    monkeypatch.setattr(estimate, "_training_rate", calibration)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 2.0, 1.0))
+    argv = ["plan", str(spec), "--profile", "full40", "--results", str(tmp_path), "--device", "cpu",
+            "--set", "execution.threads=1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = {x.split()[0]: x for x in out.splitlines() if x[:12] in {plain.run_id, se.run_id}}
+    assert f"{duration(4000)} (e1)" in lines[plain.run_id]  # 1000 s / 10 epochs x 40
+    se_seconds = 4000 * estimate._macs(se) / estimate._macs(plain)
+    assert estimate._macs(se) > estimate._macs(plain) and f"{duration(se_seconds)} (f1)" in lines[se.run_id]
+    assert "(eN): the median time an epoch of N finished runs of the same network" in out
+    assert "(fN): the median time per epoch and multiply-add of N finished runs of other networks" in out
+    assert "busy" not in out and "(mN)" not in out
+    # At two threads (the default on this 2-core machine) only the run at two threads counts.
+    assert main(argv[:-2]) == 0
+    assert f"{duration(99999 * 4)} (e1)" in capsys.readouterr().out  # 99999 s / 10 epochs x 40
 
 
 def test_bf16_runs_on_a_cpu_without_native_bf16_are_flagged_by_plan_and_stopped_by_run(tmp_path, capsys,
