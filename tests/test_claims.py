@@ -187,6 +187,40 @@ def test_sebench_claims_end_to_end(store, capsys):
     assert corr["verdict"] == "reproduced" and corr["section"] == "claims"
 
 
+def test_the_seeds_of_one_recipe_test_specificity_vs_depth_together(store):
+    """Analyses of three seeds of one recipe give, besides a row each, one row over the seeds (mean ρ, Page's
+    trend test, n = seeds) whose p is the share of all combinations of the seeds' permutations at least as
+    extreme; two seeds would give no verdict."""
+    import itertools
+
+    import numpy as np
+
+    specs, results = store
+    curves = {0: [0.1, 0.2, 0.3, 0.4, 0.5], 1: [0.2, 0.1, 0.3, 0.5, 0.4], 2: [0.3, 0.1, 0.2, 0.5, 0.4]}
+    for seed, values in curves.items():
+        folder = next(d for d in (results / "runs" / "tiny_variants").iterdir()
+                      if json.loads((d / "summary.json").read_text())["labels"] == {"method": "SE module"}
+                      and json.loads((d / "summary.json").read_text())["seed"] == seed
+                      and json.loads((d / "summary.json").read_text())["profile"] == "paper")
+        (folder / "analysis").mkdir(exist_ok=True)
+        (folder / "analysis" / "excitation_summary.csv").write_text(
+            "block,depth_index,specificity_adj\n" + "".join(f"SE_{i},{i},{v}\n" for i, v in enumerate(values)))
+    assert main(["claims", "--results", str(results), "--folder", str(specs), "--no-plot"]) == 0
+    rows = {r["id"]: r for r in read_csv(results / "claims.csv")}
+    pooled = rows["paper/tiny_variants/se-module/specificity-vs-depth-over-seeds"]
+    single = [r for r in rows.values() if r["id"].endswith("/specificity-vs-depth") and r["profile"] == "paper"]
+    assert len(single) == 3 and pooled["n"] == "3" and pooled["seeds"] == "0 1 2"
+    stats = [np.array([float(np.dot(np.array(perm) - 2, np.arange(5) - 2)) for perm in itertools.permutations(range(5))])
+             for _ in curves]
+    observed = 10 + 8 + 6  # rank products: seed 0 in order; seeds 1 and 2 with swaps
+    every = stats[0][:, None, None] + stats[1][None, :, None] + stats[2][None, None, :]
+    p = float(np.mean(np.abs(every) >= observed))
+    assert float(pooled["p"]) == pytest.approx(p, rel=1e-3) and float(pooled["p_holm"]) == pytest.approx(p, rel=1e-3)
+    assert pooled["verdict"] == ("reproduced" if p < 0.05 else "inconclusive")
+    assert float(pooled["statistic_value"]) == pytest.approx((1.0 + 0.8 + 0.6) / 3)
+    assert "in 3 seeds together" in pooled["claim"] and "Page's trend test" in pooled["test"]
+
+
 def test_tables_state_the_ledgers_verdicts(store):
     """One definition: the table's verdict column and the ledger's row say the same for a comparison."""
     specs, results = store

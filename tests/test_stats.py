@@ -6,6 +6,7 @@ import pytest
 
 from sebench.report.stats import (by_seed, friedman, holm, holm_levels, mean_std, minimum_detectable_effect,
                                   paired_delta, paired_t_power, paired_t_pvalue, pairs_needed, spearman_exact,
+                                  spearman_replicated,
                                   t_interval, t_quantile, tost_pvalue)
 from sebench.report.verdicts import (BETTER, CONTRADICTS, EQUIVALENT, INCONCLUSIVE, NO_VERDICT, NOT_TESTED,
                                      REPRODUCED, WORSE, Question, judge_correlations, judge_family, margin_for,
@@ -180,6 +181,35 @@ def test_spearman_exact_p():
     every = [abs(r(np.array(perm))) for perm in itertools.permutations(ry)]
     assert rho == pytest.approx(r(ry))
     assert p == pytest.approx(sum(v >= abs(rho) - 1e-12 for v in every) / len(every))
+
+
+def test_spearman_replicated_convolves_each_replicates_permutations():
+    """Over k replicates the sum of rank products has, with no trend, the distribution of k independent
+    permutations: checked against every combination of the replicates' permutations (ties included). One
+    replicate is spearman_exact."""
+    import itertools
+
+    import numpy as np
+    from scipy.stats import rankdata
+
+    x = list(range(5))
+    ys = [[0.1, 0.3, 0.2, 0.4, 0.5], [0.2, 0.2, 0.3, 0.5, 0.4], [0.5, 0.1, 0.2, 0.3, 0.4]]
+    rho, p = spearman_replicated(x, ys)
+    cx = rankdata(x) - 3
+    dists = [np.array([float((np.array(perm) - np.mean(perm)) @ cx) for perm in itertools.permutations(rankdata(y))])
+             for y in ys]
+    observed = sum(float((rankdata(y) - 3) @ cx) for y in ys)
+    every = dists[0][:, None, None] + dists[1][None, :, None] + dists[2][None, None, :]
+    assert p == pytest.approx(float(np.mean(np.abs(every) >= abs(observed) - 1e-9)))
+    assert rho == pytest.approx(np.mean([spearman_exact(x, y)[0] for y in ys]))
+    assert spearman_replicated(x, ys[:1]) == pytest.approx(spearman_exact(x, ys[0]))
+    assert spearman_replicated(x, ys + ys)[1] < p  # the same trend in more replicates is less likely by chance
+    # above 9 points: the normal approximation, two-sided
+    big = list(range(12))
+    r, p_big = spearman_replicated(big, [big, big[::-1]])
+    assert r == pytest.approx(0.0) and p_big == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in spearman_replicated(x, []))
+    assert all(math.isnan(v) for v in spearman_replicated(x, [[1, 1, 1, 1, 1]]))
 
 
 # ---- verdicts -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from sebench.errors import UserError
 from sebench.report.data import (METRICS, STAND_IN_PROFILES, Comparison, ReportData, arm_labels, effect_label,
                                  gather, precision_name, read_runs_csv)
 from sebench.report.pairing import ProfilePair, effect_changes, pair_comparisons, profile_pair
-from sebench.report.stats import friedman, paired_delta, spearman_exact
+from sebench.report.stats import friedman, paired_delta, spearman_exact, spearman_replicated
 from sebench.report.tables import judge_table
 from sebench.report.verdicts import (ALPHA, DEFAULT_MARGINS, EQUIVALENT, INCONCLUSIVE, KINDS, MIN_PAIRS, POWER,
                                      RULES, Judgement, Question, Verdict, fmt, judge_correlations, judge_family,
@@ -371,7 +371,9 @@ def _effect_change_claim(e, j: Judgement, *, a: ReportData, b: ReportData, cid: 
 
 
 def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Claim]:
-    """The rank correlation of chance-corrected class specificity with block depth, per committed analysis."""
+    """The rank correlation of chance-corrected class specificity with block depth: per committed analysis,
+    and over the seeds of one recipe where two or more of its seeds are analysed (Page's trend test), each
+    kind a Holm family per profile."""
     found = []
     for path in sorted(Path(results).glob(f"runs/*/*/{EXCITATION_SUMMARY}")):
         run_id = path.parent.parent.name
@@ -383,24 +385,59 @@ def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Clai
         depth = [int(r["depth_index"]) for r in blocks]
         spec_adj = [float(r["specificity_adj"]) for r in blocks]
         rho, p = spearman_exact(depth, spec_adj)
-        found.append((row, run_id, len(blocks), rho, p))
+        found.append((row, run_id, depth, spec_adj, rho, p))
     out = []
     for profile in dict.fromkeys(r["profile"] for r, *_ in found):  # Holm across a profile's analyses
         mine = [x for x in found if x[0]["profile"] == profile]
-        judged = judge_correlations([x[3] for x in mine], [x[4] for x in mine], [x[2] for x in mine],
+        judged = judge_correlations([x[4] for x in mine], [x[5] for x in mine], [len(x[2]) for x in mine],
                                     [1] * len(mine))
-        for (row, run_id, n, rho, p), (p_adj, verdict) in zip(mine, judged):
-            labels = " / ".join(str(v) for k, v in sorted(row.items()) if k.startswith("label.") and v
-                                and not (isinstance(v, float) and math.isnan(v)))
-            who = f"{row['experiment']} {labels}, seed {row['seed']} ({run_id})"
-            text = f"class specificity rises with depth over {n} SE blocks, {who}, {row['dataset']}, {profile}"
+        for (row, run_id, depth, _, rho, p), (p_adj, verdict) in zip(mine, judged):
+            who = f"{row['experiment']} {_labels(row)}, seed {row['seed']} ({run_id})"
+            text = f"class specificity rises with depth over {len(depth)} SE blocks, {who}, {row['dataset']}, {profile}"
             out.append(Claim(id=f"{profile}/{row['experiment']}/{run_id}/specificity-vs-depth", kind="correlation",
                              profile=profile, table=row["experiment"], title="Excitation analysis (sebench analyze)",
                              claim=text, short=who, stand_in=profile in STAND_IN_PROFILES,
                              source="rises with depth (SE paper, 'Role of Excitation')", statistic="Spearman ρ",
                              statistic_value=rho, test="Spearman rank correlation of ω² with depth, exact p "
-                             "(all permutations)", n=n, p=p, p_holm=p_adj, verdict=verdict,
+                             "(all permutations)", n=len(depth), p=p, p_holm=p_adj, verdict=verdict,
                              runs=[f"{row['experiment']}/{run_id}"]))
+        out += _excitation_seed_claims(profile, mine)
+    return out
+
+
+def _labels(row: dict) -> str:
+    return " / ".join(str(v) for k, v in sorted(row.items()) if k.startswith("label.") and v
+                      and not (isinstance(v, float) and math.isnan(v)))
+
+
+def _excitation_seed_claims(profile: str, analyses: list) -> list[Claim]:
+    """One row per recipe (experiment and labels) with analyses of two or more seeds over the same blocks: do
+    the seeds together show specificity rising with depth? One analysis has only its blocks (9 in a ResNet-20),
+    too few to tell a moderate trend from none; the seeds are independent replicates of it."""
+    groups: dict[tuple, dict[int, tuple]] = {}
+    for row, run_id, depth, spec_adj, *_ in analyses:
+        key = (row["experiment"], _labels(row), tuple(depth))
+        groups.setdefault(key, {}).setdefault(int(row["seed"]), (row, run_id, spec_adj))  # a seed counts once
+    recipes = [(key, [by_seed[s] for s in sorted(by_seed)]) for key, by_seed in groups.items() if len(by_seed) >= 2]
+    tested = [spearman_replicated(list(key[2]), [x[2] for x in runs]) for key, runs in recipes]
+    judged = judge_correlations([t[0] for t in tested], [t[1] for t in tested], [len(r) for _, r in recipes],
+                                [1] * len(recipes))
+    out = []
+    for ((experiment, labels, depth), runs), (rho, p), (p_adj, verdict) in zip(recipes, tested, judged):
+        row = runs[0][0]
+        seeds = [int(r["seed"]) for r, *_ in runs]
+        who = f"{experiment} {labels}, seeds {', '.join(map(str, seeds))}"
+        text = (f"class specificity rises with depth over {len(depth)} SE blocks, in {len(runs)} seeds together, "
+                f"{who}, {row['dataset']}, {profile}")
+        out.append(Claim(id=f"{profile}/{experiment}/{slug(labels) or 'base'}/specificity-vs-depth-over-seeds",
+                         kind="correlation", profile=profile, table=experiment,
+                         title="Excitation analysis (sebench analyze)", claim=text, short=who,
+                         stand_in=profile in STAND_IN_PROFILES,
+                         source="rises with depth (SE paper, 'Role of Excitation')", statistic="mean Spearman ρ",
+                         statistic_value=rho, test="Page's trend test over the seeds: the sum of each seed's "
+                         "Spearman numerator, exact p (convolution of the seeds' permutation distributions)",
+                         n=len(runs), p=p, p_holm=p_adj, verdict=verdict, seeds=seeds,
+                         runs=[f"{experiment}/{run_id}" for _, run_id, _ in runs]))
     return out
 
 
@@ -711,7 +748,9 @@ def _section(ledger: Ledger, claims: list[Claim], title: str, intro: str) -> lis
     if other:
         out += ["### Not paired deltas: excitation analyses", "",
                 "Rank correlation of chance-corrected class specificity (ω²) with block depth, per analysed run "
-                "(`sebench analyze`); Holm across each profile's analyses.", ""]
+                "(`sebench analyze`), n = its blocks, Holm across each profile's analyses; and over the analysed "
+                "seeds of one recipe (`...-over-seeds`: mean ρ, Page's trend test), n = its seeds (no verdict "
+                "under 3), Holm across each profile's recipes.", ""]
         out += [_md(OTHER_HEAD), _md(["---"] * len(OTHER_HEAD))] + [_md(_other_row(c)) for c in other] + [""]
     return out
 

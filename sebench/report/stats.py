@@ -278,6 +278,43 @@ def friedman(blocks: Sequence[Sequence[float]]) -> tuple[float, int, float]:
     return float(stat), len(columns) - 1, float(p)
 
 
+def spearman_replicated(x: Sequence[float], ys: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """One trend tested over k independent replicates (e.g. one analysis per seed): the mean Spearman rho of
+    x with each y, and the two-sided p of the sum over replicates of each rho's numerator, sum_i rank(x)_i x
+    rank(y)_i centred (Page's trend test when y has no ties). Exact for n <= 9: under no trend each replicate's
+    ranks are an independent uniform permutation, so the sum's distribution is the convolution of each
+    replicate's permutation distribution (spearman_exact's); a normal approximation above that. (mean rho,
+    p); NaN for n < 3, no replicate, or a constant variable."""
+    import itertools
+
+    import numpy as np
+    from scipy import stats as sps
+
+    n = len(x)
+    rx = sps.rankdata(np.asarray(x, dtype=float))
+    rys = [sps.rankdata(np.asarray(y, dtype=float)) for y in ys]
+    if n < 3 or not rys or any(len(r) != n for r in rys) or rx.std() == 0 or any(r.std() == 0 for r in rys):
+        return math.nan, math.nan
+    rho = float(np.mean([np.corrcoef(rx, r)[0, 1] for r in rys]))
+    cx = rx - rx.mean()
+    observed = sum(float((r - r.mean()) @ cx) for r in rys)
+    if n > 9:  # each numerator: mean 0, variance sum(cx^2) sum(cy^2) / (n - 1)
+        var = sum(float(cx @ cx) * float((r - r.mean()) @ (r - r.mean())) / (n - 1) for r in rys)
+        return rho, float(2 * sps.norm.sf(abs(observed) / math.sqrt(var)))
+    # Average ranks are multiples of 1/2, so are the centred ones: 4 x each numerator is an integer.
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    total = np.ones(1)
+    low = 0
+    for r in rys:
+        values = np.rint(4 * ((r - r.mean())[perms] @ cx)).astype(np.int64)
+        lo = int(values.min())
+        pmf = np.bincount(values - lo) / len(values)
+        total, low = np.convolve(total, pmf), low + lo
+    support = np.arange(len(total)) + low
+    p = float(total[np.abs(support) >= abs(round(4 * observed))].sum())
+    return rho, min(1.0, p)
+
+
 def spearman_exact(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """Spearman's rank correlation (average ranks for ties) and its two-sided p: exact for n <= 9, the share
     of all n! pairings of the ranks whose |rho| is at least the observed one; the t approximation above
