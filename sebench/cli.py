@@ -432,11 +432,13 @@ def cmd_report(args) -> int:
         print(f"{rep.spec.name}: " + ", ".join(str(p) for p in rep.tables + rep.plots))
         for other, what, paths in rep.paired:
             print(f"{rep.spec.name} paired with {other} ({what}): " + ", ".join(str(p) for p in paths))
+        if rep.excitation:
+            print(f"{rep.spec.name} excitation over seeds: " + ", ".join(str(p) for p in rep.excitation))
     if index is not None:
         print(f"index: {index}")
     if args.wandb:
         from sebench.tracking import mirror_report
-        local = mirror_report(args.profile, [p for r in reports for p in r.tables],
+        local = mirror_report(args.profile, [p for r in reports for p in r.tables + r.excitation],
                               [p for r in reports for p in r.plots])
         print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
     return 0

@@ -527,6 +527,53 @@ def test_reused_runs_are_named_and_not_counted_as_compute(tmp_path):
     assert "1 more run(s) reused from identical runs of other_table" in text
 
 
+def test_analysed_seeds_get_an_excitation_table_block_by_block(tmp_path, capsys):
+    """Where runs of a row carry `sebench analyze`'s summary, `report` writes <spec>_excitation (md, tex, csv):
+    per row and SE block, mean ± sample std over the analysed seeds; an adopted run is read from the folder
+    that trained it; finished seeds without an analysis are named; the index links the table. No analysis,
+    no table."""
+    spec, spec_path, results = make_store(tmp_path, TINY_CIFAR, "tiny_cifar", CIFAR_ERRORS)
+    rows = read_csv(results / "quick" / "runs.csv")
+    report_all("quick", results, spec_path.parent, plots=False, log=lambda s: None)
+    assert not (results / "quick" / "tables" / "tiny_cifar_excitation.md").exists()
+
+    def run_of(model, seed):
+        return next(r for r in rows if r["label.model"] == model and r["label.se"] == "SENet"
+                    and r["seed"] == str(seed) and r["status"] == "finished")
+
+    def analyse(folder, gates, spec_adj):
+        (folder / "analysis").mkdir(parents=True)
+        (folder / "analysis" / "excitation_summary.csv").write_text(
+            "block,depth_index,specificity_adj,saturation_share,mean_gate,std_gate\n" + "".join(
+                f"SE_1_{i + 1},{i},{a},{0.1 * i},{g},0.05\n" for i, (g, a) in enumerate(zip(gates, spec_adj))))
+
+    analyse(results / "runs" / "tiny_cifar" / run_of("ResNet-110", 0)["run_id"], [0.5, 0.9], [0.2, 0.4])
+    # seed 1 was adopted from another experiment: its analysis lies where it was trained
+    adopted = run_of("ResNet-110", 1)
+    summary_json = results / "runs" / "tiny_cifar" / adopted["run_id"] / "summary.json"
+    summary_json.write_text(json.dumps({**json.loads(summary_json.read_text()), "reused_from": "donor/abcdef012345"}))
+    analyse(results / "runs" / "donor" / "abcdef012345", [0.7, 0.8], [0.4, 0.6])
+    collect(results, "quick")
+    assert main(["report", str(spec_path), "--profile", "quick", "--results", str(results), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    tables = results / "quick" / "tables"
+    assert f"tiny_cifar excitation over seeds: {tables / 'tiny_cifar_excitation.md'}" in out
+    md = (tables / "tiny_cifar_excitation.md").read_text()
+    assert "| ResNet-110 / SENet | SE_1_1 | 2 | 0.600 ± 0.141 | 0.050 ± 0.000 | 0.300 ± 0.141 | 0.000 ± 0.000 |" in md
+    assert "| ResNet-110 / SENet | SE_1_2 | 2 | 0.850 ± 0.071 | 0.050 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |" in md
+    assert "ResNet-164" not in md.split("Notes:")[0]  # no analysed run
+    assert "Finished but not analysed" in md and "ResNet-110 / SENet seed 2" in md
+    assert f"seed 1 ({adopted['run_id']})" in md and "**Data:** CIFAR-10 (synthetic test store)" in md
+    recs = read_csv(tables / "tiny_cifar_excitation.csv")
+    assert [(r["block"], r["seeds"]) for r in recs] == [("SE_1_1", "0 1"), ("SE_1_2", "0 1")]
+    assert float(recs[1]["mean_gate_mean"]) == pytest.approx(0.85)
+    assert float(recs[1]["specificity_adj_std"]) == pytest.approx(0.1414213562, abs=1e-9)
+    assert (tables / "tiny_cifar_excitation.tex").read_text().startswith("% tiny_cifar_excitation")
+    report_all("quick", results, spec_path.parent, plots=False, log=lambda s: None)
+    index = (tables / "README.md").read_text()
+    assert "## Excitation over seeds" in index and "| [tiny_cifar_excitation](tiny_cifar_excitation.md) | tiny_cifar | 2 |" in index
+
+
 def test_a_left_out_run_says_why_and_which_run_is_shown(tmp_path):
     """Two finished runs of one cell and seed: the spec's own is shown, and the note says the other was made
     with another recipe (say, an earlier reading of the network) rather than calling it a plain duplicate."""

@@ -1,6 +1,7 @@
 """`sebench report`: tables and plots for one spec or all of them, from results/<profile>/runs.csv.
 
     results/<profile>/tables/<spec>.md | .tex | .csv     (and README.md, the index, for `all`)
+    results/<profile>/tables/<spec>_excitation.md | ...  (where analysed runs exist: report.excitation)
     results/<profile>/plots/<spec>_*.png | .svg
 
 Every file is written atomically; nothing here trains or measures.
@@ -14,6 +15,7 @@ from typing import Callable, Optional, Sequence
 
 from sebench.errors import UserError
 from sebench.report.data import gather, profile_caveat, read_runs_csv
+from sebench.report.excitation import excitation_table
 from sebench.report.pairing import gather_pair, pair_table, profile_pair
 from sebench.report.tables import VERDICTS, Table, build_table
 from sebench.report.verdicts import NOT_TESTED, NO_VERDICT
@@ -29,6 +31,8 @@ class SpecReport:
     plots: list[Path] = field(default_factory=list)
     # tables pairing this profile with another of the spec (report.pairing): (other profile, what differs, paths)
     paired: list[tuple[str, str, list[Path]]] = field(default_factory=list)
+    gates: Optional[Table] = None  # the analysed seeds' gates (report.excitation), where any run is analysed
+    excitation: list[Path] = field(default_factory=list)  # its .md, .tex, .csv
 
     @property
     def markdown_path(self) -> Path:
@@ -56,7 +60,9 @@ def report_spec(spec: Spec, profile: str, results: str | Path, *, rows: Optional
     if plots and data.has_finished():
         from sebench.report.plots import plot_spec
         plot_paths = plot_spec(data, plots_dir(results, profile))
-    return SpecReport(spec=spec, table=table, tables=paths, plots=plot_paths)
+    gates = excitation_table(data)
+    excitation = write_table(gates, tables_dir(results, profile)) if gates is not None else []
+    return SpecReport(spec=spec, table=table, tables=paths, plots=plot_paths, gates=gates, excitation=excitation)
 
 
 def write_table(table: Table, out: Path) -> list[Path]:
@@ -165,6 +171,14 @@ def write_index(reports: list[SpecReport], profile: str, results: str | Path,
                   "", "| table | spec | against | change |", "| --- | --- | --- | --- |"]
         lines += [f"| [{paths[0].stem}]({paths[0].name}) | {spec.name} | `{other}` | {what} |"
                   for spec, other, what, paths in paired]
+        lines.append("")
+    gates = [rep for rep in reports if rep.excitation]
+    if gates:
+        lines += ["## Excitation over seeds", "",
+                  "The gates of each row's analysed runs (`sebench analyze`), block by block, mean ± std over "
+                  "seeds (report.excitation).", "", "| table | spec | runs analysed |", "| --- | --- | ---: |"]
+        lines += [f"| [{rep.excitation[0].stem}]({rep.excitation[0].name}) | {rep.spec.name} | "
+                  f"{rep.gates.n_finished} |" for rep in gates]
         lines.append("")
     if absent:
         lines += ["## Specs without a table in this profile", "",

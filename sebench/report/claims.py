@@ -46,6 +46,7 @@ from sebench.errors import UserError
 from sebench.report.data import (METRICS, STAND_IN_PROFILES, Comparison, ReportData, arm_labels, effect_label,
                                  gather, precision_name, read_runs_csv)
 from sebench.report.pairing import ProfilePair, effect_changes, pair_comparisons, profile_pair
+from sebench.report.excitation import SUMMARY, read_summary
 from sebench.report.stats import friedman, paired_delta, spearman_exact, spearman_replicated
 from sebench.report.tables import judge_table
 from sebench.report.verdicts import (ALPHA, DEFAULT_MARGINS, EQUIVALENT, INCONCLUSIVE, KINDS, MIN_PAIRS, POWER,
@@ -55,9 +56,6 @@ from sebench.store import atomic_write_text, recipe_key
 
 SAME, MIXED, UNKNOWN = "same", "mixed", "unknown"
 LEDGER_MD, LEDGER_CSV, LEDGER_PNG = "CLAIMS.md", "claims.csv", "claims.png"
-# The excitation analysis's claim that the ledger tests (the SE paper's "Role of Excitation": early blocks
-# class-agnostic, later ones class-specific): specificity rises with depth.
-EXCITATION_SUMMARY = "analysis/excitation_summary.csv"
 
 CSV_COLUMNS = [
     "id", "section", "kind", "profile", "table", "also_in", "claim", "metric", "unit", "source", "source_delta",
@@ -371,17 +369,17 @@ def _effect_change_claim(e, j: Judgement, *, a: ReportData, b: ReportData, cid: 
 
 
 def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Claim]:
-    """The rank correlation of chance-corrected class specificity with block depth: per committed analysis,
+    """The excitation analysis's claim that the ledger tests (the SE paper's "Role of Excitation": early
+    blocks class-agnostic, later ones class-specific): the rank correlation of chance-corrected class specificity with block depth: per committed analysis,
     and over the seeds of one recipe where two or more of its seeds are analysed (Page's trend test), each
     kind a Holm family per profile."""
     found = []
-    for path in sorted(Path(results).glob(f"runs/*/*/{EXCITATION_SUMMARY}")):
+    for path in sorted(Path(results).glob(f"runs/*/*/{SUMMARY}")):
         run_id = path.parent.parent.name
         row = facts_by_id.get(run_id)
         if row is None:  # analysed run not in any runs.csv: not collected, so not a claim yet
             continue
-        with open(path, newline="", encoding="utf-8") as f:
-            blocks = sorted(csv.DictReader(f), key=lambda r: int(r["depth_index"]))
+        blocks = read_summary(path)
         depth = [int(r["depth_index"]) for r in blocks]
         spec_adj = [float(r["specificity_adj"]) for r in blocks]
         rho, p = spearman_exact(depth, spec_adj)
