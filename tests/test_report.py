@@ -547,13 +547,15 @@ def test_analysed_seeds_get_an_excitation_table_block_by_block(tmp_path, capsys)
             "block,depth_index,specificity_adj,saturation_share,mean_gate,std_gate\n" + "".join(
                 f"SE_1_{i + 1},{i},{a},{0.1 * i},{g},0.05\n" for i, (g, a) in enumerate(zip(gates, spec_adj))))
 
-    analyse(results / "runs" / "tiny_cifar" / run_of("ResNet-110", 0)["run_id"], [0.5, 0.9], [0.2, 0.4])
     # seed 1 was adopted from another experiment: its analysis lies where it was trained
     adopted = run_of("ResNet-110", 1)
     summary_json = results / "runs" / "tiny_cifar" / adopted["run_id"] / "summary.json"
     summary_json.write_text(json.dumps({**json.loads(summary_json.read_text()), "reused_from": "donor/abcdef012345"}))
     analyse(results / "runs" / "donor" / "abcdef012345", [0.7, 0.8], [0.4, 0.6])
     collect(results, "quick")
+    report_spec(spec, "quick", results, plots=False)  # only an adopted run analysed: the donor's table has it
+    assert not (results / "quick" / "tables" / "tiny_cifar_excitation.md").exists()
+    analyse(results / "runs" / "tiny_cifar" / run_of("ResNet-110", 0)["run_id"], [0.5, 0.9], [0.2, 0.4])
     assert main(["report", str(spec_path), "--profile", "quick", "--results", str(results), "--no-plots"]) == 0
     out = capsys.readouterr().out
     tables = results / "quick" / "tables"

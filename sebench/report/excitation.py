@@ -5,7 +5,8 @@ and spread of its gates over the test set, the chance-corrected class specificit
 above 0.95). This table puts the analysed seeds of each of a spec's rows side by side, block by block: mean
 ± sample std over seeds, so that what one run shows can be told from what the recipe does. Whether
 specificity rises with depth is tested in the claims ledger (`...-over-seeds` rows); this table only
-describes. Reused runs (`reused_from`) are read from the folder that trained them.
+describes. Reused runs (`reused_from`) are read from the folder that trained them; a spec whose only
+analysed runs are adopted gets no table (the spec that trained them has it).
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def _label(combo: Combo) -> str:
 
 
 def excitation_table(data: ReportData) -> Optional[Table]:
-    """The table, or None when no finished run of the spec's rows has an analysis."""
+    """The table, or None when no finished run that this spec trained (not adopted) has an analysis."""
     analysed: list[tuple[Combo, dict[int, tuple[Run, list[dict]]]]] = []
     for combo in data.combos:
         by_seed = {seed: (run, read_summary(p)) for seed, run in sorted(data.finished.get(combo, {}).items())
                    if (p := summary_path(data.results, run)).is_file()}
         if by_seed:
             analysed.append((combo, by_seed))
-    if not analysed:
+    # Only where this spec trained an analysed run itself: an ablation whose one analysed row is the SE
+    # run it adopted would repeat the adopting table's numbers.
+    if not any(not run.row.get("reused_from") for _, by_seed in analysed for run, _ in by_seed.values()):
         return None
     rows, records = [], []
     for combo, by_seed in analysed:
