@@ -240,14 +240,14 @@ def cmd_plan(args) -> int:
             line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
                      f"{here}, at the threads and load they had")
         bases = {scaled[r.run.run_id][2] for r in rows if r.run.run_id in scaled and r.run.run_id not in refused}
+        same = "with the same data, batch, precision, memory layout and threads"
         if "epochs" in bases:
             line += (f"\n(eN): the median time an epoch of N finished runs of the same network (another "
-                     f"schedule or experiment) took on this {here} with the same data, batch, precision and "
-                     f"threads, times this run's epochs")
+                     f"schedule or experiment) took on this {here} {same}, times this run's epochs")
         if "flops" in bases:
             line += (f"\n(fN): the median time per epoch and multiply-add of N finished runs of other networks "
-                     f"on this {here} with the same data, batch, precision and threads, times this run's "
-                     f"epochs and multiply-adds (rough: SE's cost is more than its arithmetic)")
+                     f"on this {here} {same}, times this run's epochs and multiply-adds (rough: SE's cost is "
+                     f"more than its arithmetic)")
     if refused:
         exc = next(iter(refused.values()))
         line += (f"\n{len(refused)} runs cannot run on this machine: {exc.message} ({exc.fix}); "

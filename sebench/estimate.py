@@ -2,9 +2,9 @@
 
 Three sources, the better first:
 1. what runs of the same recipe (seed aside) really took on this device model (measured_seconds);
-2. what runs of other recipes took here with the same data, batch, precision and threads, scaled to this
-   run's epochs and, for another network, its multiply-adds (scaled_seconds): ResNet-56 from ResNet-20's
-   runs, 40 epochs from 12;
+2. what runs of other recipes took here with the same data, batch, precision, memory layout and threads,
+   scaled to this run's epochs and, for another network, its multiply-adds (scaled_seconds): ResNet-56 from
+   ResNet-20's runs, 40 epochs from 12;
 3. a calibrated guess (estimate_seconds): the model's multiply-adds (with its SE and its SE surgery, as the
    run builds it) times the images an epoch sees, over a training rate measured once per process on a
    CIFAR ResNet-20, on whatever cores are free at that moment (several times too long beside a sweep).
@@ -99,8 +99,8 @@ def _setting(rc: RunConfig, threads) -> str:
 
 def scaled_seconds(rows: list, device: str = "auto", skip=()) -> dict[str, tuple[float, int, str]]:
     """{run_id: (seconds, n, basis)} for each row (except those in `skip`) with finished runs of another
-    recipe on this device model in the same setting (_setting: data, batches, precision, threads; a row
-    without threads set runs on every core). Basis "epochs": runs of the same network (model config equal:
+    recipe on this device model in the same setting (_setting: data, batches, precision, memory layout,
+    threads; a row without threads set runs on every core this process may use). Basis "epochs": runs of the same network (model config equal:
     SE and surgery included), their median seconds per epoch times this row's epochs. Basis "flops": runs
     of other networks, their median seconds per epoch and multiply-add times this row's. Time per
     multiply-add is not constant across networks (SE adds little arithmetic but several passes over its
@@ -108,6 +108,7 @@ def scaled_seconds(rows: list, device: str = "auto", skip=()) -> dict[str, tuple
     import statistics
 
     from sebench.bench import device_name
+    from sebench.engine.env import available_cpus
 
     device = device_kind(device)
     here = device_name(device)
@@ -122,7 +123,7 @@ def scaled_seconds(rows: list, device: str = "auto", skip=()) -> dict[str, tuple
         per_setting.setdefault(_setting(cfg, threads if cpu else None), []).append((cfg, summary))
     out = {}
     for row in todo:
-        threads = (row.run.execution.threads or os.cpu_count()) if cpu else None
+        threads = (row.run.execution.threads or available_cpus()) if cpu else None  # as fit sets them
         found = per_setting.get(_setting(row.run, threads), [])
         model = row.run.model.model_dump(mode="json")
         same = [s.wall_s / s.epochs for c, s in found if c.model.model_dump(mode="json") == model and s.epochs]

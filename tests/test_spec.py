@@ -381,6 +381,7 @@ def test_plan_scales_other_recipes_runs_here_by_epochs_or_multiply_adds(tmp_path
         raise AssertionError("the calibration is not needed")
 
     monkeypatch.setattr(estimate, "_training_rate", calibration)
+    monkeypatch.setattr("sebench.engine.env.available_cpus", lambda: 2)  # the cores fit would use
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 2.0, 1.0))
     argv = ["plan", str(spec), "--profile", "full40", "--results", str(tmp_path), "--device", "cpu",
@@ -394,7 +395,7 @@ def test_plan_scales_other_recipes_runs_here_by_epochs_or_multiply_adds(tmp_path
     assert "(eN): the median time an epoch of N finished runs of the same network" in out
     assert "(fN): the median time per epoch and multiply-add of N finished runs of other networks" in out
     assert "busy" not in out and "(mN)" not in out
-    # At two threads (the default on this 2-core machine) only the run at two threads counts.
+    # Without threads set a run takes every core it may use (two here): only the run at two threads counts.
     assert main(argv[:-2]) == 0
     assert f"{duration(99999 * 4)} (e1)" in capsys.readouterr().out  # 99999 s / 10 epochs x 40
 

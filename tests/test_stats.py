@@ -204,12 +204,20 @@ def test_spearman_replicated_convolves_each_replicates_permutations():
     assert rho == pytest.approx(np.mean([spearman_exact(x, y)[0] for y in ys]))
     assert spearman_replicated(x, ys[:1]) == pytest.approx(spearman_exact(x, ys[0]))
     assert spearman_replicated(x, ys + ys)[1] < p  # the same trend in more replicates is less likely by chance
-    # above 9 points: the normal approximation, two-sided
+    # a replicate without a ranking (constant) adds 0 to the sum and stays out of the mean rho
+    assert spearman_replicated(x, ys + [[0.3] * 5]) == pytest.approx((rho, p))
+    # above 9 points: the normal approximation, two-sided; each numerator's variance is
+    # sum(cx^2) sum(cy^2) / (n - 1) = 143^2 / 11 = 1859, so two perfect replicates give z = 286 / sqrt(3718)
+    from scipy.stats import norm
+
     big = list(range(12))
+    assert spearman_replicated(big, [big, big]) == pytest.approx((1.0, 2 * norm.sf(286 / math.sqrt(3718))))
     r, p_big = spearman_replicated(big, [big, big[::-1]])
     assert r == pytest.approx(0.0) and p_big == pytest.approx(1.0)
     assert all(math.isnan(v) for v in spearman_replicated(x, []))
     assert all(math.isnan(v) for v in spearman_replicated(x, [[1, 1, 1, 1, 1]]))
+    with pytest.raises(ValueError):
+        spearman_replicated(x, [[1, 2, 3]])
 
 
 # ---- verdicts -------------------------------------------------------------------------------------------

@@ -370,9 +370,11 @@ def _effect_change_claim(e, j: Judgement, *, a: ReportData, b: ReportData, cid: 
 
 def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Claim]:
     """The excitation analysis's claim that the ledger tests (the SE paper's "Role of Excitation": early
-    blocks class-agnostic, later ones class-specific): the rank correlation of chance-corrected class specificity with block depth: per committed analysis,
-    and over the seeds of one recipe where two or more of its seeds are analysed (Page's trend test), each
-    kind a Holm family per profile."""
+    blocks class-agnostic, later ones class-specific): the rank correlation of chance-corrected class
+    specificity with block depth, per committed analysis and over the seeds of one recipe where two or more
+    of its seeds are analysed (Page's trend test), each kind a Holm family per profile."""
+    from sebench.store import read_finished_run
+
     found = []
     for path in sorted(Path(results).glob(f"runs/*/*/{SUMMARY}")):
         run_id = path.parent.parent.name
@@ -383,13 +385,18 @@ def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Clai
         depth = [int(r["depth_index"]) for r in blocks]
         spec_adj = [float(r["specificity_adj"]) for r in blocks]
         rho, p = spearman_exact(depth, spec_adj)
-        found.append((row, run_id, depth, spec_adj, rho, p))
+        try:  # the recipe, seed aside: what the seeds of one pooled row share
+            cfg = read_finished_run(path.parent.parent)[0]
+            recipe = recipe_key(cfg.model_copy(update={"seed": 0}))
+        except UserError:
+            recipe = None  # unreadable config: its own row only
+        found.append((row, run_id, depth, spec_adj, rho, p, recipe))
     out = []
     for profile in dict.fromkeys(r["profile"] for r, *_ in found):  # Holm across a profile's analyses
         mine = [x for x in found if x[0]["profile"] == profile]
         judged = judge_correlations([x[4] for x in mine], [x[5] for x in mine], [len(x[2]) for x in mine],
                                     [1] * len(mine))
-        for (row, run_id, depth, _, rho, p), (p_adj, verdict) in zip(mine, judged):
+        for (row, run_id, depth, _, rho, p, _), (p_adj, verdict) in zip(mine, judged):
             who = f"{row['experiment']} {_labels(row)}, seed {row['seed']} ({run_id})"
             text = f"class specificity rises with depth over {len(depth)} SE blocks, {who}, {row['dataset']}, {profile}"
             out.append(Claim(id=f"{profile}/{row['experiment']}/{run_id}/specificity-vs-depth", kind="correlation",
@@ -409,25 +416,32 @@ def _labels(row: dict) -> str:
 
 
 def _excitation_seed_claims(profile: str, analyses: list) -> list[Claim]:
-    """One row per recipe (experiment and labels) with analyses of two or more seeds over the same blocks: do
-    the seeds together show specificity rising with depth? One analysis has only its blocks (9 in a ResNet-20),
-    too few to tell a moderate trend from none; the seeds are independent replicates of it."""
-    groups: dict[tuple, dict[int, tuple]] = {}
-    for row, run_id, depth, spec_adj, *_ in analyses:
-        key = (row["experiment"], _labels(row), tuple(depth))
-        groups.setdefault(key, {}).setdefault(int(row["seed"]), (row, run_id, spec_adj))  # a seed counts once
-    recipes = [(key, [by_seed[s] for s in sorted(by_seed)]) for key, by_seed in groups.items() if len(by_seed) >= 2]
-    tested = [spearman_replicated(list(key[2]), [x[2] for x in runs]) for key, runs in recipes]
-    judged = judge_correlations([t[0] for t in tested], [t[1] for t in tested], [len(r) for _, r in recipes],
+    """One row per recipe (store.recipe_key, seed aside, whichever experiment trained each seed) with analyses
+    of two or more seeds: do the seeds together show specificity rising with depth? One analysis has only its
+    blocks (9 in a ResNet-20), too few to tell a moderate trend from none; the seeds are independent
+    replicates of it. As for paired comparisons, fewer than 3 seeds give no verdict: two runs cannot show
+    that a pattern is the recipe's."""
+    groups: dict[str, dict[int, tuple]] = {}
+    for row, run_id, depth, spec_adj, _, _, recipe in analyses:
+        if recipe is not None:
+            groups.setdefault(recipe, {}).setdefault(int(row["seed"]), (row, run_id, depth, spec_adj))
+    recipes = [[by_seed[s] for s in sorted(by_seed)] for by_seed in groups.values() if len(by_seed) >= 2]
+    tested = [spearman_replicated(runs[0][2], [x[3] for x in runs]) for runs in recipes]
+    judged = judge_correlations([t[0] for t in tested], [t[1] for t in tested], [len(r) for r in recipes],
                                 [1] * len(recipes))
-    out = []
-    for ((experiment, labels, depth), runs), (rho, p), (p_adj, verdict) in zip(recipes, tested, judged):
-        row = runs[0][0]
+    out, ids = [], set()
+    for runs, (rho, p), (p_adj, verdict) in zip(recipes, tested, judged):
+        row, depth = runs[0][0], runs[0][2]
+        experiment, labels = row["experiment"], _labels(row)
         seeds = [int(r["seed"]) for r, *_ in runs]
         who = f"{experiment} {labels}, seeds {', '.join(map(str, seeds))}"
         text = (f"class specificity rises with depth over {len(depth)} SE blocks, in {len(runs)} seeds together, "
                 f"{who}, {row['dataset']}, {profile}")
-        out.append(Claim(id=f"{profile}/{experiment}/{slug(labels) or 'base'}/specificity-vs-depth-over-seeds",
+        cid = f"{profile}/{experiment}/{slug(labels) or 'base'}/specificity-vs-depth-over-seeds"
+        if cid in ids:  # another recipe with the same labels (a row whose recipe changed): name it by its run
+            cid = cid.replace("/specificity-vs-depth-over-seeds", f"-{runs[0][1]}/specificity-vs-depth-over-seeds")
+        ids.add(cid)
+        out.append(Claim(id=cid,
                          kind="correlation", profile=profile, table=experiment,
                          title="Excitation analysis (sebench analyze)", claim=text, short=who,
                          stand_in=profile in STAND_IN_PROFILES,
@@ -435,7 +449,7 @@ def _excitation_seed_claims(profile: str, analyses: list) -> list[Claim]:
                          statistic_value=rho, test="Page's trend test over the seeds: the sum of each seed's "
                          "Spearman numerator, exact p (convolution of the seeds' permutation distributions)",
                          n=len(runs), p=p, p_holm=p_adj, verdict=verdict, seeds=seeds,
-                         runs=[f"{experiment}/{run_id}" for _, run_id, _ in runs]))
+                         runs=[f"{r['experiment']}/{run_id}" for r, run_id, *_ in runs]))
     return out
 
 
@@ -748,7 +762,7 @@ def _section(ledger: Ledger, claims: list[Claim], title: str, intro: str) -> lis
                 "Rank correlation of chance-corrected class specificity (ω²) with block depth, per analysed run "
                 "(`sebench analyze`), n = its blocks, Holm across each profile's analyses; and over the analysed "
                 "seeds of one recipe (`...-over-seeds`: mean ρ, Page's trend test), n = its seeds (no verdict "
-                "under 3), Holm across each profile's recipes.", ""]
+                "under 3, as for paired comparisons), Holm across each profile's recipes.", ""]
         out += [_md(OTHER_HEAD), _md(["---"] * len(OTHER_HEAD))] + [_md(_other_row(c)) for c in other] + [""]
     return out
 

@@ -284,7 +284,8 @@ def spearman_replicated(x: Sequence[float], ys: Sequence[Sequence[float]]) -> tu
     rank(y)_i centred (Page's trend test when y has no ties). Exact for n <= 9: under no trend each replicate's
     ranks are an independent uniform permutation, so the sum's distribution is the convolution of each
     replicate's permutation distribution (spearman_exact's); a normal approximation above that. (mean rho,
-    p); NaN for n < 3, no replicate, or a constant variable."""
+    p); NaN for n < 3, a constant x, or no replicate that varies (a constant one adds 0 to the sum, and is left
+    out of the mean rho)."""
     import itertools
 
     import numpy as np
@@ -293,19 +294,22 @@ def spearman_replicated(x: Sequence[float], ys: Sequence[Sequence[float]]) -> tu
     n = len(x)
     rx = sps.rankdata(np.asarray(x, dtype=float))
     rys = [sps.rankdata(np.asarray(y, dtype=float)) for y in ys]
-    if n < 3 or not rys or any(len(r) != n for r in rys) or rx.std() == 0 or any(r.std() == 0 for r in rys):
+    if any(len(r) != n for r in rys):
+        raise ValueError("every replicate needs one value per x")
+    varied = [r for r in rys if r.std() > 0]  # a constant replicate has no ranking: it adds 0 to the sum
+    if n < 3 or not varied or rx.std() == 0:
         return math.nan, math.nan
-    rho = float(np.mean([np.corrcoef(rx, r)[0, 1] for r in rys]))
+    rho = float(np.mean([np.corrcoef(rx, r)[0, 1] for r in varied]))
     cx = rx - rx.mean()
-    observed = sum(float((r - r.mean()) @ cx) for r in rys)
+    observed = sum(float((r - r.mean()) @ cx) for r in varied)
     if n > 9:  # each numerator: mean 0, variance sum(cx^2) sum(cy^2) / (n - 1)
-        var = sum(float(cx @ cx) * float((r - r.mean()) @ (r - r.mean())) / (n - 1) for r in rys)
+        var = sum(float(cx @ cx) * float((r - r.mean()) @ (r - r.mean())) / (n - 1) for r in varied)
         return rho, float(2 * sps.norm.sf(abs(observed) / math.sqrt(var)))
     # Average ranks are multiples of 1/2, so are the centred ones: 4 x each numerator is an integer.
     perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
     total = np.ones(1)
     low = 0
-    for r in rys:
+    for r in varied:
         values = np.rint(4 * ((r - r.mean())[perms] @ cx)).astype(np.int64)
         lo = int(values.min())
         pmf = np.bincount(values - lo) / len(values)
@@ -319,8 +323,6 @@ def spearman_exact(x: Sequence[float], y: Sequence[float]) -> tuple[float, float
     """Spearman's rank correlation (average ranks for ties) and its two-sided p: exact for n <= 9, the share
     of all n! pairings of the ranks whose |rho| is at least the observed one; the t approximation above
     that. (rho, p); NaN for n < 3 or a constant variable."""
-    import itertools
-
     import numpy as np
     from scipy import stats as sps
 
@@ -332,10 +334,4 @@ def spearman_exact(x: Sequence[float], y: Sequence[float]) -> tuple[float, float
     rho = float(np.corrcoef(rx, ry)[0, 1])
     if n > 9:
         return rho, float(sps.spearmanr(x, y).pvalue)
-    # every permutation of y's ranks has the same mean and variance, so |rho| orders as |sum of products|
-    cx, cy = rx - rx.mean(), ry - ry.mean()
-    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
-    s = cy[perms] @ cx
-    observed = float(cy @ cx)
-    p = float(np.mean(np.abs(s) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
-    return rho, p
+    return rho, spearman_replicated(x, [y])[1]  # one replicate: the same permutation distribution
