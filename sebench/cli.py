@@ -542,36 +542,51 @@ def _split_list(items: Sequence[str] | None) -> list[str] | None:
 def cmd_analyze(args) -> int:
     import warnings
 
-    from sebench.analysis.run import analyze_run
+    from sebench.analysis.run import analyze_run, preflight
 
-    if args.wandb and args.out and Path(args.out).resolve() != (Path(args.run_dir) / "analysis").resolve():
+    runs = args.run_dir
+    if args.out and len(runs) > 1:
+        raise UserError(f"--out names one folder, but {len(runs)} runs were given", where="--out",
+                        fix="give one RUN_DIR with --out, or leave --out out (each run's own analysis/ folder)")
+    if args.wandb and args.out and Path(args.out).resolve() != (Path(runs[0]) / "analysis").resolve():
         raise UserError("--wandb logs the histograms of RUN_DIR/analysis, not of another folder", where="--out",
                         fix="leave --out out, or mirror without --wandb")
     blocks = _split_list(args.blocks)
     if blocks in (["paper"], ["all"]):
         blocks = blocks[0]
-    with warnings.catch_warnings(record=True) as caught:  # shown as one line each, not with source lines
-        warnings.simplefilter("always")
-        result = analyze_run(args.run_dir, blocks=blocks, classes=_split_list(args.classes), out=args.out,
-                             data_path=args.data_path, cache_dir=args.cache_dir, device=args.device,
-                             threads=args.threads, progress=not args.no_progress)
-    for w in caught:
-        if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
-            print(f"sebench: warning: {w.message}", file=sys.stderr)
-    check = ("matches summary.json: the analysed checkpoint is the run's final model"
-             if result.checkpoint_matches else
-             f"DIFFERS from summary.json's {result.summary_top1_err}% (see the warning above)")
-    print(f"{result.run_id}: test top-1 error {result.test_top1_err:.2f}% over {result.images} images, "
-          f"{check}")
-    print(f"blocks: {', '.join(result.blocks)}; classes: {', '.join(result.classes)}")
-    out_dir = result.paths["report_json"].parent
-    print(f"outputs: {out_dir}")
-    for path in result.paths.values():
-        print(f"  {path.name}")
-    if args.wandb:  # continues the run's W&B run (id = run_id): the histograms, nothing it already has
-        from sebench.tracking import mirror_run
-        local = mirror_run(args.run_dir)
-        print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
+    for run_dir in runs:  # every run is checked before the first is analysed
+        preflight(run_dir, blocks)
+    outputs = []
+    for i, run_dir in enumerate(runs, 1):
+        if len(runs) > 1:
+            print(f"[{i}/{len(runs)}] {run_dir}")
+        with warnings.catch_warnings(record=True) as caught:  # shown as one line each, not with source lines
+            warnings.simplefilter("always")
+            result = analyze_run(run_dir, blocks=blocks, classes=_split_list(args.classes), out=args.out,
+                                 data_path=args.data_path, cache_dir=args.cache_dir, device=args.device,
+                                 threads=args.threads, progress=not args.no_progress)
+        for w in caught:
+            if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+                print(f"sebench: warning: {w.message}", file=sys.stderr)
+        check = ("matches summary.json: the analysed checkpoint is the run's final model"
+                 if result.checkpoint_matches else
+                 f"DIFFERS from summary.json's {result.summary_top1_err}% (see the warning above)")
+        print(f"{result.run_id}: test top-1 error {result.test_top1_err:.2f}% over {result.images} images, "
+              f"{check}")
+        print(f"blocks: {', '.join(result.blocks)}; classes: {', '.join(result.classes)}")
+        out_dir = result.paths["report_json"].parent
+        outputs.append(out_dir)
+        print(f"outputs: {out_dir}")
+        for path in result.paths.values():
+            print(f"  {path.name}")
+        if args.wandb:  # continues the run's W&B run (id = run_id): the histograms, nothing it already has
+            from sebench.tracking import mirror_run
+            local = mirror_run(run_dir)
+            print(f"W&B: {local}" if local else "W&B: not mirrored (see the warning above)")
+    if len(runs) > 1:
+        print(f"analysed {len(runs)} runs; outputs: " + ", ".join(str(o) for o in outputs))
+        print("the seeds of a table's row side by side: `sebench collect --profile P && sebench report SPEC "
+              "--profile P` (tables/SPEC_excitation.md)")
     return 0
 
 
@@ -764,7 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="excitation study of a trained run (the paper's 'Role of "
                                        "Excitation'): CSVs and four figures in RUN_DIR/analysis")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run: results/runs/<experiment>/<run_id>")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                   help="finished runs: results/runs/<experiment>/<run_id> (several: each is checked before "
+                        "the first is analysed)")
     p.add_argument("--blocks", nargs="+", metavar="TAG",
                    help="SE blocks of the per-channel figures, e.g. SE_2_3 SE_3_1 (default: the paper's "
                         "selection; 'all' for every block); the depth plots always show every block")

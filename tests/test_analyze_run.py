@@ -105,6 +105,28 @@ def test_missing_checkpoint_or_unfinished_run_is_a_user_error(trained, tmp_path)
         analyze_run(tmp_path, progress=False)
 
 
+def test_cli_analyzes_several_runs_after_checking_them_all(trained, tmp_path, capsys):
+    """Several RUN_DIRs: a run without its checkpoint stops the command before the first analysis (nothing
+    written anywhere); else each run gets its own analysis/ folder, and the last line says where they are."""
+    run, _ = trained
+    first, second = copy_run(run, tmp_path / "a"), copy_run(run, tmp_path / "b")
+    shutil.rmtree(second / "ckpt")
+    argv = ["analyze", str(first), str(second), "--device", "cpu", "--threads", "1", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(second / "ckpt" / "last.pt") in err and "no checkpoint" in err
+    assert not (first / "analysis").exists() and not (second / "analysis").exists()
+    assert main(["analyze", str(first), str(second), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "--out names one folder, but 2 runs were given" in capsys.readouterr().err
+    shutil.copytree(run / "ckpt", second / "ckpt")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[1/2]" in out and "[2/2]" in out
+    assert f"analysed 2 runs; outputs: {first / 'analysis'}, {second / 'analysis'}" in out
+    for d in (first, second):
+        assert json.loads((d / "analysis" / "analysis.json").read_text())["checkpoint_matches"]
+
+
 def test_a_test_error_unlike_the_summary_warns_and_is_recorded(trained, tmp_path):
     run, summary = trained
     other = copy_run(run, tmp_path / "other")

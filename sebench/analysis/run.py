@@ -134,14 +134,34 @@ def analyze(model: nn.Module, batches: Iterable, classes: Sequence[str], out_dir
     return paths
 
 
-def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
-    """The final epoch's model state from ckpt/last.pt (prev.pt is one epoch older: never used here)."""
+def _checkpoint(run_dir: Path, rerun: str) -> Path:
+    """ckpt/last.pt of the run, or the UserError that says how to get it back."""
     from sebench.engine import checkpoint
 
     path = RunDir(run_dir).ckpt / checkpoint.LAST
     if not path.exists():  # checkpoints are git-ignored: a run from the committed store has none
         raise UserError("the run has no checkpoint to analyse", where=str(path),
                         fix=f"train it again here: delete {run_dir / 'summary.json'} and run {rerun}")
+    return path
+
+
+def preflight(run_dir: PathLike, blocks=None) -> None:
+    """The checks analyze_run makes before its first slow step (a finished run, an SE model with these blocks,
+    a final checkpoint on disk), for a batch of runs: all are checked before any is analysed."""
+    from sebench.data import get_info
+    from sebench.engine.builders import build_run_model
+    from sebench.store import read_finished_run
+
+    cfg, _, _, rerun = read_finished_run(run_dir)
+    resolve_blocks(build_run_model(cfg, cfg.model.num_classes or get_info(cfg.data.name).num_classes or 1), blocks)
+    _checkpoint(Path(run_dir), rerun)
+
+
+def _load_weights(run_dir: Path, run_id: str, epochs: int, rerun: str) -> dict:
+    """The final epoch's model state from ckpt/last.pt (prev.pt is one epoch older: never used here)."""
+    from sebench.engine import checkpoint
+
+    path = _checkpoint(run_dir, rerun)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the UserError below says it better
         state = checkpoint.read(path)
