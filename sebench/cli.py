@@ -188,10 +188,11 @@ def cmd_plan(args) -> int:
                and (exc := amp_refusal(row.run, args.device))}
     measured, scaled = {}, {}
     if args.estimate:
-        from sebench.estimate import estimate_seconds, measured_seconds, scaled_seconds
-        measured = measured_seconds(rows, device=args.device)
+        from sebench.estimate import estimate_seconds, finished_here, measured_seconds, scaled_seconds
+        finished = finished_here(rows, device=args.device)  # one scan of the store for both
+        measured = measured_seconds(rows, device=args.device, finished=finished)
         scaled = scaled_seconds([r for r in rows if r.status not in ("finished", "reusable")],
-                                device=args.device, skip=measured)
+                                device=args.device, skip=measured, finished=finished)
         for row in rows:
             if row.status != "reusable" and row.run.run_id not in refused:
                 known = measured.get(row.run.run_id) or scaled.get(row.run.run_id)

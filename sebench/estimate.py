@@ -52,22 +52,31 @@ def cpu_busy_note(device: str) -> str:
             f"rerun `sebench plan` on an idle machine)")
 
 
-def measured_seconds(rows: list, device: str = "auto") -> dict[str, tuple[float, int]]:
-    """{run_id: (median wall_s, n)} for each row whose recipe, seed aside, has n finished runs in its store
-    folder that trained on this device model (env.json device_name). What a run really took here, at the
-    threads and beside whatever load it had, where the calibration guesses from a few seconds of steps on
-    the cores free at that moment. Runs adopted from another experiment (`reused_from`) are left out."""
-    import statistics
-
+def finished_here(rows: list, device: str = "auto") -> list:
+    """(RunConfig, RunSummary, env threads) of every finished run in the stores of these rows (every
+    experiment folder of results/runs) that trained on this device model, adopted copies (`reused_from`) left
+    out: their time is their source's. One scan, which measured_seconds and scaled_seconds share."""
     from sebench.bench import device_name
 
-    here = device_name(device_kind(device))
+    roots = {row.directory.parent.parent for row in rows}
+    folders = {f for root in roots if root.is_dir() for f in root.iterdir() if f.is_dir()}
+    return list(_finished_here(folders, device_name(device_kind(device))))
 
-    def recipe(rc: RunConfig) -> str:
+
+def measured_seconds(rows: list, device: str = "auto", finished: Optional[list] = None
+                     ) -> dict[str, tuple[float, int]]:
+    """{run_id: (median wall_s, n)} for each row whose recipe, seed aside, has n finished runs that trained on
+    this device model (env.json device_name; `finished`: finished_here's scan, made here if not given). What a
+    run really took here, at the threads and beside whatever load it had, where the calibration guesses from a
+    few seconds of steps on the cores free at that moment. Runs adopted from another experiment
+    (`reused_from`) are left out."""
+    import statistics
+
+    def recipe(rc: RunConfig) -> str:  # the experiment name included: a recipe's own seeds only
         return json.dumps({k: v for k, v in rc.identity().items() if k != "seed"}, sort_keys=True)
 
     walls: dict[str, list[float]] = {}
-    for cfg, summary, _ in _finished_here({row.directory.parent for row in rows}, here):
+    for cfg, summary, _ in finished_here(rows, device) if finished is None else finished:
         walls.setdefault(recipe(cfg), []).append(float(summary.wall_s))
     return {row.run.run_id: (statistics.median(w), len(w)) for row in rows if (w := walls.get(recipe(row.run)))}
 
@@ -97,29 +106,27 @@ def _setting(rc: RunConfig, threads) -> str:
                        rc.channels_last, threads], sort_keys=True)
 
 
-def scaled_seconds(rows: list, device: str = "auto", skip=()) -> dict[str, tuple[float, int, str]]:
+def scaled_seconds(rows: list, device: str = "auto", skip=(), finished: Optional[list] = None
+                   ) -> dict[str, tuple[float, int, str]]:
     """{run_id: (seconds, n, basis)} for each row (except those in `skip`) with finished runs of another
     recipe on this device model in the same setting (_setting: data, batches, precision, memory layout,
-    threads; a row without threads set runs on every core this process may use). Basis "epochs": runs of the same network (model config equal:
-    SE and surgery included), their median seconds per epoch times this row's epochs. Basis "flops": runs
-    of other networks, their median seconds per epoch and multiply-add times this row's. Time per
-    multiply-add is not constant across networks (SE adds little arithmetic but several passes over its
-    activations), so "flops" is the rougher of the two; both keep the load the runs had."""
+    threads; a row without threads set runs on every core this process may use; `finished`: finished_here's
+    scan, made here if not given). Basis "epochs": runs of the same network (model config equal: SE and
+    surgery included), their median seconds per epoch times this row's epochs. Basis "flops": runs of other
+    networks, their median seconds per epoch and multiply-add times this row's. Time per multiply-add is not
+    constant across networks (SE adds little arithmetic but several passes over its activations), so "flops"
+    is the rougher of the two; both keep the load the runs had."""
     import statistics
 
-    from sebench.bench import device_name
     from sebench.engine.env import available_cpus
 
     device = device_kind(device)
-    here = device_name(device)
     todo = [row for row in rows if row.run.run_id not in skip]
     if not todo:
         return {}
     cpu = device == "cpu"  # threads matter on a CPU only
-    roots = {row.directory.parent.parent for row in todo}
-    folders = {f for root in roots if root.is_dir() for f in root.iterdir() if f.is_dir()}
     per_setting: dict[str, list] = {}
-    for cfg, summary, threads in _finished_here(folders, here):
+    for cfg, summary, threads in finished_here(todo, device) if finished is None else finished:
         per_setting.setdefault(_setting(cfg, threads if cpu else None), []).append((cfg, summary))
     out = {}
     for row in todo:

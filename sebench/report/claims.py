@@ -399,15 +399,19 @@ def _excitation_claims(results: Path, facts_by_id: dict[str, dict]) -> list[Clai
         for (row, run_id, depth, _, rho, p, _), (p_adj, verdict) in zip(mine, judged):
             who = f"{row['experiment']} {_labels(row)}, seed {row['seed']} ({run_id})"
             text = f"class specificity rises with depth over {len(depth)} SE blocks, {who}, {row['dataset']}, {profile}"
-            out.append(Claim(id=f"{profile}/{row['experiment']}/{run_id}/specificity-vs-depth", kind="correlation",
-                             profile=profile, table=row["experiment"], title="Excitation analysis (sebench analyze)",
-                             claim=text, short=who, stand_in=profile in STAND_IN_PROFILES,
-                             source="rises with depth (SE paper, 'Role of Excitation')", statistic="Spearman ρ",
-                             statistic_value=rho, test="Spearman rank correlation of ω² with depth, exact p "
-                             "(all permutations)", n=len(depth), p=p, p_holm=p_adj, verdict=verdict,
-                             runs=[f"{row['experiment']}/{run_id}"]))
+            out.append(Claim(id=f"{profile}/{row['experiment']}/{run_id}/specificity-vs-depth",
+                             profile=profile, table=row["experiment"], claim=text, short=who,
+                             stand_in=profile in STAND_IN_PROFILES, statistic="Spearman ρ", statistic_value=rho,
+                             test="Spearman rank correlation of ω² with depth, exact p (all permutations)",
+                             n=len(depth), p=p, p_holm=p_adj, verdict=verdict, runs=[f"{row['experiment']}/{run_id}"],
+                             **SPECIFICITY_CLAIM))
         out += _excitation_seed_claims(profile, mine)
     return out
+
+
+# What the per-run and the over-seeds specificity rows share: the SE paper's claim and where it is tested.
+SPECIFICITY_CLAIM = dict(kind="correlation", title="Excitation analysis (sebench analyze)",
+                         source="rises with depth (SE paper, 'Role of Excitation')")
 
 
 def _labels(row: dict) -> str:
@@ -441,15 +445,12 @@ def _excitation_seed_claims(profile: str, analyses: list) -> list[Claim]:
         if cid in ids:  # another recipe with the same labels (a row whose recipe changed): name it by its run
             cid = cid.replace("/specificity-vs-depth-over-seeds", f"-{runs[0][1]}/specificity-vs-depth-over-seeds")
         ids.add(cid)
-        out.append(Claim(id=cid,
-                         kind="correlation", profile=profile, table=experiment,
-                         title="Excitation analysis (sebench analyze)", claim=text, short=who,
-                         stand_in=profile in STAND_IN_PROFILES,
-                         source="rises with depth (SE paper, 'Role of Excitation')", statistic="mean Spearman ρ",
-                         statistic_value=rho, test="Page's trend test over the seeds: the sum of each seed's "
-                         "Spearman numerator, exact p (convolution of the seeds' permutation distributions)",
-                         n=len(runs), p=p, p_holm=p_adj, verdict=verdict, seeds=seeds,
-                         runs=[f"{r['experiment']}/{run_id}" for r, run_id, *_ in runs]))
+        out.append(Claim(id=cid, profile=profile, table=experiment, claim=text, short=who,
+                         stand_in=profile in STAND_IN_PROFILES, statistic="mean Spearman ρ", statistic_value=rho,
+                         test="Page's trend test over the seeds: the sum of each seed's Spearman numerator, exact p "
+                         "(convolution of the seeds' permutation distributions)", n=len(runs), p=p, p_holm=p_adj,
+                         verdict=verdict, seeds=seeds, runs=[f"{r['experiment']}/{run_id}" for r, run_id, *_ in runs],
+                         **SPECIFICITY_CLAIM))
     return out
 
 
