@@ -57,8 +57,9 @@ claims: setup
 	$(BIN)/sebench claims --results $(RESULTS)
 
 # Execute the excitation-distribution notebook in place (nbclient's `jupyter execute`). It analyses the
-# run folder SEBENCH_ANALYSIS_RUN when set, else the best finished SE run of the first profile group in
-# SEBENCH_ANALYSIS_PROFILES (default "full40,full40_bf16;quick") that has one, preferring analysable runs.
+# run folder SEBENCH_ANALYSIS_RUN when set, else the best finished SE run of SEBENCH_ANALYSIS_DATASET
+# (default CIFAR-10) in the first profile group of SEBENCH_ANALYSIS_PROFILES (default
+# "full40,full40_bf16;quick") that has one, preferring analysable runs.
 notebook: setup
 	$(BIN)/jupyter execute --inplace --timeout=3600 notebooks/excitation_distributions.ipynb
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from sebench.analysis.excitation import ExcitationStats
-from sebench.analysis.run import ERR_TOLERANCE, analyze_run
+from sebench.analysis.run import ERR_TOLERANCE, analyze_run, default_run, same_dataset
 from sebench.cli import main
 from sebench.engine import fit
 from sebench.errors import UserError
@@ -135,3 +135,60 @@ def test_a_test_error_unlike_the_summary_warns_and_is_recorded(trained, tmp_path
         result = analyze_run(other, blocks=["SE_3_3"], device="cpu", threads=1, progress=False)
     assert not result.checkpoint_matches
     assert json.loads(result.paths["report_json"].read_text())["checkpoint_matches"] is False
+
+
+def fake_run(results, experiment, run_id, *, profile, dataset, err, se="se r16 avg sigmoid standard",
+             status="finished", ckpt=False, analysed=False):
+    """A run folder with only what default_run reads: summary.json, and a checkpoint or analysis if asked."""
+    d = results / "runs" / experiment / run_id
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({
+        "status": status, "run_id": run_id, "experiment": experiment, "profile": profile, "model": "resnet20",
+        "se": se, "dataset": dataset, "seed": 0, "epochs": 1, "batch_size": 2,
+        **({"final_test_top1_err": err} if status == "finished" else {"reason": "stopped", "epoch": 1})}))
+    if ckpt:
+        (d / "ckpt").mkdir()
+        (d / "ckpt" / "last.pt").write_bytes(b"")
+    if analysed:
+        (d / "analysis").mkdir()
+        (d / "analysis" / "analysis.json").write_text("{}")
+    return d
+
+
+def test_same_dataset_takes_variants_but_never_another_set():
+    assert same_dataset("CIFAR-10", "CIFAR-10")
+    assert same_dataset("CIFAR-10 (JPEG q75 mirror, embedded subset)", "CIFAR-10")
+    assert same_dataset("CIFAR-100 [train 10000, test 10000]", "CIFAR-100")
+    assert not same_dataset("CIFAR-100", "CIFAR-10") and not same_dataset("CIFAR-10", "CIFAR-100")
+
+
+def test_default_run_keeps_to_one_data_set_and_prefers_analysable_runs(tmp_path):
+    """A lower CIFAR-100 error never beats a CIFAR-10 run (errors of different data sets do not compare);
+    within CIFAR-10 a run that can be analysed here beats a better one without checkpoint or analysis;
+    plain, failed and other-profile runs never compete."""
+    res = tmp_path / "results"
+    fake_run(res, "c100", "a1", profile="full40", dataset="CIFAR-100", err=5.0, ckpt=True)
+    fake_run(res, "c10", "b1", profile="full40", dataset="CIFAR-10", err=7.0)  # best, but not analysable
+    analysed = fake_run(res, "c10", "b2", profile="full40_bf16", dataset="CIFAR-10", err=8.0, analysed=True)
+    with_ckpt = fake_run(res, "c10", "b3", profile="full40", dataset="CIFAR-10", err=9.0, ckpt=True)
+    fake_run(res, "c10", "b4", profile="full40", dataset="CIFAR-10", err=1.0, se="none", ckpt=True)
+    fake_run(res, "c10", "b5", profile="full40", dataset="CIFAR-10", err=None, status="failed", ckpt=True)
+    quick = fake_run(res, "q", "c1", profile="quick", dataset="CIFAR-10 (JPEG q75 mirror, embedded subset)",
+                     err=30.0, ckpt=True)
+    assert default_run(res) == analysed  # bf16 and fp32 compete within the first group
+    assert default_run(res, "full40") == with_ckpt
+    assert default_run(res, "quick;full40") == quick
+    assert default_run(res, dataset="CIFAR-100").name == "a1"
+    assert default_run(res, dataset="").name == "a1"  # any data set: lowest error of the usable runs
+    (with_ckpt / "ckpt" / "last.pt").unlink()
+    assert default_run(res, "full40").name == "b1"  # none usable: the best at all (its rerun command follows)
+
+
+def test_default_run_without_a_candidate_names_the_variables_to_set(tmp_path):
+    res = tmp_path / "results"
+    fake_run(res, "c100", "a1", profile="full40", dataset="CIFAR-100", err=5.0, ckpt=True)
+    with pytest.raises(UserError) as err:
+        default_run(res, "full40;quick", "CIFAR-10")
+    msg = str(err.value)
+    assert "no finished SE run of CIFAR-10 in the profiles 'full40;quick'" in msg
+    assert str(res / "runs") in msg and "SEBENCH_ANALYSIS_DATASET" in msg and "SEBENCH_ANALYSIS_RUN" in msg

@@ -38,6 +38,41 @@ REPORT = "analysis.json"
 ERR_TOLERANCE = 0.5
 
 
+# The notebook's default run: profile groups in order of preference (runs within a group compete on test
+# error, e.g. fp32 and bf16 twins), and the data set whose runs compete (the paper's study is one data set's).
+DEFAULT_PROFILES = "full40,full40_bf16;quick"
+DEFAULT_DATASET = "CIFAR-10"
+
+
+def same_dataset(label: str, name: str) -> bool:
+    """A run's data label is the data set `name` or a variant of it ('CIFAR-10 (JPEG q75 mirror)',
+    'CIFAR-100 [train 10000, test 10000]'); 'CIFAR-100' is never 'CIFAR-10'."""
+    return label == name or label.startswith(name + " ")
+
+
+def default_run(results: PathLike, profiles: str = DEFAULT_PROFILES, dataset: str = DEFAULT_DATASET) -> Path:
+    """The best finished SE run of `dataset` (every data set when empty) in the first profile group that has
+    one: `profiles` lists groups joined by ';', profiles within a group by ','. Runs that can be analysed
+    here (a checkpoint, or an earlier analysis) are preferred; otherwise the best at all, whose missing
+    checkpoint then yields the command that trains it again. UserError when no group has one."""
+    from sebench.engine.checkpoint import LAST
+    from sebench.store import iter_summaries
+
+    results = Path(results)
+    groups = [[p.strip() for p in g.split(",") if p.strip()] for g in profiles.split(";")]
+    found = [(d, s) for d, s in iter_summaries(results) if s.finished and s.se != "none"
+             and (not dataset or same_dataset(s.dataset, dataset))]
+    for group in groups:
+        runs = [(d, s) for d, s in found if s.profile in group]
+        if runs:
+            usable = [r for r in runs if (RunDir(r[0]).ckpt / LAST).exists() or (r[0] / OUT_DIR / REPORT).exists()]
+            return min(usable or runs, key=lambda r: r[1].final_test_top1_err)[0]
+    of = f" of {dataset}" if dataset else ""
+    raise UserError(f"no finished SE run{of} in the profiles {profiles!r}", where=str(results / "runs"),
+                    fix="set SEBENCH_ANALYSIS_RUN to a run folder, or SEBENCH_ANALYSIS_PROFILES / "
+                        "SEBENCH_ANALYSIS_DATASET to a profile and data set that have finished SE runs")
+
+
 @dataclass(frozen=True)
 class RunAnalysis:
     """What analyze_run wrote and measured. `paths`: CSVs, figures and analysis.json by name."""
