@@ -186,15 +186,21 @@ def cmd_plan(args) -> int:
     from sebench.engine.builders import amp_refusal
     refused = {row.run.run_id: exc for row in rows if row.status not in ("finished", "reusable")
                and (exc := amp_refusal(row.run, args.device))}
-    measured, scaled = {}, {}
+    measured, scaled, took = {}, {}, {}
     if args.estimate:
         from sebench.estimate import estimate_seconds, finished_here, measured_seconds, scaled_seconds
+        from sebench.store import RunDir
+        for row in rows:  # a finished row shows what it took, never a guess (an adopted one: its source's)
+            summary = RunDir(row.directory).read_summary() if row.status == "finished" else None
+            if summary is not None and summary.wall_s:
+                took[row.run.run_id] = row.est_seconds = summary.wall_s
         finished = finished_here(rows, device=args.device)  # one scan of the store for both
-        measured = measured_seconds(rows, device=args.device, finished=finished)
+        measured = measured_seconds([r for r in rows if r.run.run_id not in took], device=args.device,
+                                    finished=finished)
         scaled = scaled_seconds([r for r in rows if r.status not in ("finished", "reusable")],
                                 device=args.device, skip=measured, finished=finished)
         for row in rows:
-            if row.status != "reusable" and row.run.run_id not in refused:
+            if row.status != "reusable" and row.run.run_id not in refused and row.run.run_id not in took:
                 known = measured.get(row.run.run_id) or scaled.get(row.run.run_id)
                 row.est_seconds = known[0] if known else estimate_seconds(row.run, device=args.device)
     table = []
@@ -203,7 +209,9 @@ def cmd_plan(args) -> int:
         est = "-" if row.est_seconds is None else duration(row.est_seconds)
         if row.run.run_id in refused:
             est = f"refused here (amp {row.run.amp})"
-        if row.run.run_id in measured and row.est_seconds is not None:
+        if row.run.run_id in took:
+            est += " (took)"
+        elif row.run.run_id in measured and row.est_seconds is not None:
             est += f" (m{measured[row.run.run_id][1]})"
         elif row.run.run_id in scaled and row.est_seconds is not None:
             n, basis = scaled[row.run.run_id][1:]
@@ -237,6 +245,9 @@ def cmd_plan(args) -> int:
             line += cpu_busy_note(args.device)
         from sebench.bench import device_name
         here = device_name(device_kind(args.device))
+        if took:
+            line += ("\n(took): the finished run's own wall time, training and evaluation (an adopted run's: "
+                     "its source's, wherever that trained)")
         if measured:
             line += (f"\n(mN): median wall time of the N finished runs of the same recipe (other seeds) on this "
                      f"{here}, at the threads and load they had")

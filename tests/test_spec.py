@@ -326,12 +326,13 @@ def _finished(results, rc, wall, device=None, threads=None, **extra):
     (d / "summary.json").write_text(json.dumps({
         "status": "finished", "run_id": rc.run_id, "experiment": rc.experiment, "profile": rc.profile,
         "model": rc.model.name, "se": "none", "dataset": "CIFAR-10", "seed": rc.seed, "epochs": rc.epochs,
-        "batch_size": rc.batch_size, "wall_s": wall, **extra}))
+        "batch_size": rc.batch_size, "wall_s": wall, "final_test_top1_err": 10.0, **extra}))
 
 
 def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tmp_path, capsys, monkeypatch):
     """A row whose recipe (seed aside) already finished here is estimated by those runs' median wall time,
-    not by the calibration; runs on another device model, adopted runs and other recipes do not count."""
+    not by the calibration; runs on another device model, adopted runs and other recipes do not count. A
+    finished row shows what it took (an adopted one: its source's time), never an estimate."""
     from sebench import estimate, runner
 
     spec = ROOT / "experiments" / "cifar10_se_vs_baseline.yaml"
@@ -354,6 +355,11 @@ def test_plan_estimates_from_finished_seeds_of_the_same_recipe_on_this_device(tm
     line = next(x for x in out.splitlines() if x.startswith(plain[-1].run_id))
     assert "missing" in line and "3.3 min (m2)" in line
     assert "(mN): median wall time of the N finished runs" in out
+    from sebench.report.data import duration
+    for run, wall in ((plain[0], 100.0), (plain[2], 9000.0), (se, 5000.0)):
+        line = next(x for x in out.splitlines() if x.startswith(run.run_id))
+        assert "finished" in line and line.rstrip().endswith(f"{duration(wall)} (took)")
+    assert "(took): the finished run's own wall time" in out
 
 
 def test_plan_scales_other_recipes_runs_here_by_epochs_or_multiply_adds(tmp_path, capsys, monkeypatch):
