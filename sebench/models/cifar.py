@@ -16,7 +16,7 @@ from torch import nn
 from sebench.errors import UserError
 from sebench.layers.blocks import BasicBlock, PreActBasicBlock, PreActBottleneck, conv3x3
 from sebench.layers.se import SEConfig, SqueezeExcite
-from sebench.models.common import build_stage, init_weights, stage_se
+from sebench.models.common import build_stages, init_weights, stage_se
 
 
 class CifarResNet(nn.Module):
@@ -35,13 +35,9 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         widths = (16, 32, 64)
         self.conv1, self.bn1 = conv3x3(3, 16), nn.BatchNorm2d(16)
-        stages, in_ch = [], 16
-        for sid, (w, stride) in zip(self.stage_ids, zip(widths, (1, 2, 2))):
-            def make(i, cfg, in_ch=in_ch, w=w, stride=stride):
-                return BasicBlock(in_ch if i == 0 else w, w, stride if i == 0 else 1, cfg, shortcut)
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            in_ch = w
-        self.stages = nn.Sequential(*stages)
+        self.stages, _ = build_stages(
+            self.stage_ids, [(w, n, s) for w, s in zip(widths, (1, 2, 2))], 16,
+            lambda sid, i, cin, cout, stride, cfg: BasicBlock(cin, cout, stride, cfg, shortcut), se, se_stages)
         self.fc = nn.Linear(64, num_classes)
         init_weights(self)
 
@@ -65,14 +61,11 @@ class PreActResNet(nn.Module):
             raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
         n = (depth - 2) // 9
         self.conv1 = conv3x3(3, 16)
-        stages, in_ch = [], 16
-        for sid, (w, stride) in zip(self.stage_ids, zip((16, 32, 64), (1, 2, 2))):
-            def make(i, cfg, in_ch=in_ch, w=w, stride=stride):
-                return PreActBottleneck(in_ch if i == 0 else 4 * w, w, 4 * w,
-                                        stride if i == 0 else 1, cfg)
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            in_ch = 4 * w
-        self.stages = nn.Sequential(*stages)
+        # Bottlenecks: a stage of width w has w channels inside and 4w out.
+        self.stages, in_ch = build_stages(
+            self.stage_ids, [(4 * w, n, s) for w, s in zip((16, 32, 64), (1, 2, 2))], 16,
+            lambda sid, i, cin, cout, stride, cfg: PreActBottleneck(cin, cout // 4, cout, stride, cfg),
+            se, se_stages)
         self.bn = nn.BatchNorm2d(in_ch)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
@@ -96,13 +89,10 @@ class WideResNet(nn.Module):
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
         self.conv1 = conv3x3(3, 16)
-        stages, in_ch = [], 16
-        for sid, (w, stride) in zip(self.stage_ids, zip((16 * widen, 32 * widen, 64 * widen), (1, 2, 2))):
-            def make(i, cfg, in_ch=in_ch, w=w, stride=stride):
-                return PreActBasicBlock(in_ch if i == 0 else w, w, stride if i == 0 else 1, cfg, dropout)
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            in_ch = w
-        self.stages = nn.Sequential(*stages)
+        self.stages, in_ch = build_stages(
+            self.stage_ids, [(w * widen, n, s) for w, s in zip((16, 32, 64), (1, 2, 2))], 16,
+            lambda sid, i, cin, cout, stride, cfg: PreActBasicBlock(cin, cout, stride, cfg, dropout),
+            se, se_stages)
         self.bn = nn.BatchNorm2d(in_ch)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
@@ -123,13 +113,9 @@ class ResNet18Cifar(nn.Module):
                  se_stages: Optional[Sequence[int]] = None):
         super().__init__()
         self.conv1, self.bn1 = conv3x3(3, 64), nn.BatchNorm2d(64)
-        stages, in_ch = [], 64
-        for sid, (w, stride) in zip(self.stage_ids, zip((64, 128, 256, 512), (1, 2, 2, 2))):
-            def make(i, cfg, in_ch=in_ch, w=w, stride=stride):
-                return BasicBlock(in_ch if i == 0 else w, w, stride if i == 0 else 1, cfg, "B")
-            stages.append(build_stage(sid, make, 2, stage_se(se, sid, se_stages)))
-            in_ch = w
-        self.stages = nn.Sequential(*stages)
+        self.stages, _ = build_stages(
+            self.stage_ids, [(w, 2, s) for w, s in zip((64, 128, 256, 512), (1, 2, 2, 2))], 64,
+            lambda sid, i, cin, cout, stride, cfg: BasicBlock(cin, cout, stride, cfg, "B"), se, se_stages)
         self.fc = nn.Linear(512, num_classes)
         init_weights(self)
 

@@ -9,17 +9,27 @@ from torch import nn
 from sebench.layers.se import SEConfig
 
 
-def build_stage(stage_id: int, make_block: Callable[[int, Optional[SEConfig]], nn.Module],
-                num_blocks: int, se: Optional[SEConfig]) -> nn.Sequential:
-    """`make_block(index, se)` builds block `index` (0-based); SE modules get the tag
-    ``SE_<stage>_<block>`` (block counted from 1), the names the paper's excitation study uses."""
-    blocks = []
-    for i in range(num_blocks):
-        block = make_block(i, se)
-        if getattr(block, "se", None) is not None:
-            block.se.tag = f"SE_{stage_id}_{i + 1}"
-        blocks.append(block)
-    return nn.Sequential(*blocks)
+def build_stages(stage_ids: Sequence[int], plan: Sequence[tuple[int, int, int]], in_ch: int,
+                 make_block: Callable[[int, int, int, int, int, Optional[SEConfig]], nn.Module],
+                 se: Optional[SEConfig], se_stages: Optional[Sequence[int]]) -> tuple[nn.Sequential, int]:
+    """A network's stages as one nn.Sequential of per-stage nn.Sequentials, and the channels out of the last.
+
+    `plan` gives each stage (out channels, blocks, stride). `make_block(stage_id, index, in_ch, out_ch,
+    stride, se)` builds one block: a stage's first block (index 0) takes the previous stage's channels and
+    the stage's stride, the others out_ch and stride 1. SE goes to the stages in `se_stages` (None: all);
+    SE modules get the tag ``SE_<stage>_<block>`` (block counted from 1), the names the paper's excitation
+    study uses."""
+    stages = []
+    for sid, (out_ch, num_blocks, stride) in zip(stage_ids, plan):
+        cfg, blocks = stage_se(se, sid, se_stages), []
+        for i in range(num_blocks):
+            block = make_block(sid, i, in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1, cfg)
+            if getattr(block, "se", None) is not None:
+                block.se.tag = f"SE_{sid}_{i + 1}"
+            blocks.append(block)
+        stages.append(nn.Sequential(*blocks))
+        in_ch = out_ch
+    return nn.Sequential(*stages), in_ch
 
 
 def stage_se(se: Optional[SEConfig], stage_id: int, se_stages: Optional[Sequence[int]]):

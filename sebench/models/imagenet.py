@@ -22,7 +22,7 @@ from torch import nn
 from sebench.errors import choice_error
 from sebench.layers.blocks import BasicBlock, Bottleneck
 from sebench.layers.se import SEConfig
-from sebench.models.common import build_stage, init_weights, stage_se
+from sebench.models.common import build_stages, init_weights
 
 STRIDE_PLACEMENTS = ("1x1", "3x3")
 
@@ -40,19 +40,15 @@ class ImageNetResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         expansion = 4 if bottleneck else 1
-        stages, in_ch = [], 64
-        for sid, planes, n, stride in zip(self.stage_ids, (64, 128, 256, 512), layers, (1, 2, 2, 2)):
-            out_ch = planes * expansion
-            width = planes * width_per_group // 64 * groups
+        planes = (64, 128, 256, 512)
+        inner = dict(zip(self.stage_ids, (p * width_per_group // 64 * groups for p in planes)))  # bottleneck width
 
-            def make(i, cfg, in_ch=in_ch, out_ch=out_ch, width=width, stride=stride):
-                cin, s = (in_ch, stride) if i == 0 else (out_ch, 1)
-                if bottleneck:
-                    return Bottleneck(cin, width, out_ch, s, groups, cfg, stride_in == "1x1")
-                return BasicBlock(cin, out_ch, s, cfg, "B")
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            in_ch = out_ch
-        self.stages = nn.Sequential(*stages)
+        def make(sid, i, cin, cout, stride, cfg):
+            if bottleneck:
+                return Bottleneck(cin, inner[sid], cout, stride, groups, cfg, stride_in == "1x1")
+            return BasicBlock(cin, cout, stride, cfg, "B")
+        plan = [(p * expansion, n, s) for p, n, s in zip(planes, layers, (1, 2, 2, 2))]
+        self.stages, in_ch = build_stages(self.stage_ids, plan, 64, make, se, se_stages)
         self.fc = nn.Linear(in_ch, num_classes)
         init_weights(self)
 

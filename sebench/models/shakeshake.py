@@ -37,7 +37,7 @@ from torch import nn
 from sebench.errors import UserError
 from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite
-from sebench.models.common import build_stage, init_weights, stage_se
+from sebench.models.common import build_stages, init_weights
 
 
 class ShakeShake(torch.autograd.Function):
@@ -126,13 +126,9 @@ class ShakeShakeResNet(nn.Module):
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        stages, cin = [], 16
-        for sid, (w, stride) in zip(self.stage_ids, ((width, 1), (2 * width, 2), (4 * width, 2))):
-            def make(i, cfg, cin=cin, w=w, stride=stride):
-                return ShakeBlock(cin if i == 0 else w, w, stride if i == 0 else 1, cfg)
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            cin = w
-        self.stages = nn.Sequential(*stages)
+        self.stages, cin = build_stages(
+            self.stage_ids, [(width, n, 1), (2 * width, n, 2), (4 * width, n, 2)], 16,
+            lambda sid, i, cin, cout, stride, cfg: ShakeBlock(cin, cout, stride, cfg), se, se_stages)
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self)
 

@@ -46,7 +46,7 @@ from torch import nn
 from sebench.errors import UserError
 from sebench.layers.fused import se_tail
 from sebench.layers.se import SEConfig, SqueezeExcite
-from sebench.models.common import build_stage, init_weights, stage_se
+from sebench.models.common import build_stages, init_weights
 
 # ShuffleNet table 1: output channels of stages 2-4 per group count g (complexity 1x)
 STAGE_WIDTHS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
@@ -111,14 +111,12 @@ class ShuffleNetV1(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(24),
                                   nn.ReLU(inplace=True))
         self.pool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
-        stages, cin = [], 24
-        for sid, cout, n in zip(self.stage_ids, STAGE_WIDTHS[groups], STAGE_UNITS):
-            def make(i, cfg, cin=cin, cout=cout, sid=sid):
-                return ShuffleUnit(cin if i == 0 else cout, cout, cout // 4, groups, 2 if i == 0 else 1,
-                                   group_first=not (sid == 2 and i == 0), se=cfg)
-            stages.append(build_stage(sid, make, n, stage_se(se, sid, se_stages)))
-            cin = cout
-        self.stages = nn.Sequential(*stages)
+        # Each stage opens with a stride-2 unit; stage 2's first unit takes the 24-channel stem ungrouped.
+        self.stages, cin = build_stages(
+            self.stage_ids, [(cout, n, 2) for cout, n in zip(STAGE_WIDTHS[groups], STAGE_UNITS)], 24,
+            lambda sid, i, cin, cout, stride, cfg: ShuffleUnit(cin, cout, cout // 4, groups, stride,
+                                                               group_first=not (sid == 2 and i == 0), se=cfg),
+            se, se_stages)
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self)
 
